@@ -1,0 +1,217 @@
+"""What every command shares: global state, the error handler, sessions, output."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
+
+import typer
+
+from loyaltyctl.errors import LoyaltyError
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+    from loyaltyctl.services.context import ProgramContext
+
+
+@dataclasses.dataclass
+class State:
+    db: str | None = None
+    debug: bool = False
+
+
+STATE = State()
+
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Write one JSON document to stdout and nothing else.")
+]
+ProgramOpt = Annotated[
+    str | None,
+    typer.Option("--program", "-p", help="Program key; may be left out when only one is loaded."),
+]
+AtOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--at", help="When it happened (ISO 8601; no offset = program time zone). Default: now."
+    ),
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def report_error(exc: LoyaltyError) -> None:
+    err(f"error: {exc.message}")
+    if exc.hint:
+        err(f"hint: {exc.hint}")
+
+
+def command(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn domain errors into ``error: …`` on stderr and CLI.md's exit codes; anything
+    else is a bug: one line, the traceback only with ``--debug``."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except LoyaltyError as exc:
+            report_error(exc)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err("interrupted: nothing of the unfinished transaction was written")
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            translated = _translate_database_error(exc)
+            if translated is not None:
+                report_error(translated)
+                raise typer.Exit(translated.exit_code) from None
+            if STATE.debug:
+                traceback.print_exc()
+            err(f"error: internal error: {type(exc).__name__}: {exc}")
+            if not STATE.debug:
+                err("hint: run again with --debug for the traceback, and report it")
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _translate_database_error(exc: Exception) -> LoyaltyError | None:
+    if type(exc).__module__.startswith("sqlalchemy"):
+        from sqlalchemy.exc import OperationalError
+
+        from loyaltyctl.store.db import translate_operational_error
+
+        if isinstance(exc, OperationalError):
+            translated = translate_operational_error(exc)
+            if translated.exit_code != 1:
+                return translated
+    return None
+
+
+@contextmanager
+def open_session(*, write: bool = True, dry_run: bool = False) -> Iterator[Session]:
+    """One command, one database transaction, on the database of ``--db``."""
+    from loyaltyctl.store.db import open_database, session_scope
+
+    engine = open_database(STATE.db)
+    try:
+        with session_scope(engine, write=write, dry_run=dry_run) as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def program_context(session: Session, key: str | None) -> ProgramContext:
+    from loyaltyctl.services.context import load_context
+
+    return load_context(session, key)
+
+
+# ---- output -------------------------------------------------------------------------
+
+
+def err(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def to_jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: to_jsonable(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if not f.name.startswith("_")
+        }
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(to_jsonable(data), ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def print_table(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None
+) -> None:
+    """A Rich table on a terminal; aligned plain text when piped."""
+    if is_terminal():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=title, title_justify="left")
+        for name in columns:
+            table.add_column(name)
+        for row in rows:
+            table.add_row(*(cell(v) for v in row))
+        Console(no_color=bool(os.environ.get("NO_COLOR"))).print(table)
+        return
+    text_rows = [list(columns), *[[cell(v) for v in row] for row in rows]]
+    widths = [max(len(r[i]) for r in text_rows) for i in range(len(columns))]
+    if title:
+        print(title)
+    for row in text_rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def print_fields(pairs: Sequence[tuple[str, Any]], *, title: str | None = None) -> None:
+    """Key: value lines, for one record."""
+    if is_terminal():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=title, show_header=False, title_justify="left", box=None)
+        table.add_column(style="bold")
+        table.add_column()
+        for key, value in pairs:
+            table.add_row(key, cell(value))
+        Console(no_color=bool(os.environ.get("NO_COLOR"))).print(table)
+        return
+    if title:
+        print(title)
+    width = max((len(k) for k, _ in pairs), default=0)
+    for key, value in pairs:
+        print(f"{key.ljust(width)}  {cell(value)}")
+
+
+def say(message: str) -> None:
+    """A one-line result for people, on stdout."""
+    print(message)

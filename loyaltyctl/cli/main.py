@@ -1,0 +1,60 @@
+"""The ``loyaltyctl`` entry point: global options and the command groups."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from loyaltyctl import __version__
+from loyaltyctl.cli import db, member, program, txn
+from loyaltyctl.cli.common import STATE
+
+app = typer.Typer(
+    name="loyaltyctl",
+    help="Run a customer loyalty program: points, tiers and rewards on an exact ledger.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(db.app, name="db")
+app.add_typer(program.app, name="program")
+app.add_typer(member.app, name="member")
+app.add_typer(txn.app, name="txn")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"loyaltyctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    db_url: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            envvar="LOYALTYCTL_DB",
+            help="Database: a SQLite file path or a postgresql+psycopg:// URL.",
+            show_envvar=True,
+        ),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of bugs.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """Run a customer loyalty program: points, tiers and rewards on an exact ledger."""
+    STATE.db = db_url
+    STATE.debug = debug
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

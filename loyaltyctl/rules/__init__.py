@@ -1,0 +1,1 @@
+"""Pure program rules: the program model and its calculations (no database, no I/O)."""

@@ -1,0 +1,215 @@
+"""Ledger primitives: every point that moves goes through here.
+
+Each entry touches at most one lot; an entry without a lot moves the member's debt. The
+member's ``balance`` and ``debt`` and each lot's ``remaining`` are caches updated in the
+same flush as the entries, and ``db check`` recomputes them from the entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from sqlalchemy import case, func
+from sqlmodel import Session, col, select
+
+from loyaltyctl.errors import NotAllowed, NotFound
+from loyaltyctl.store.models import Member, PointsEntry, PointsLot
+
+
+@dataclass(frozen=True)
+class Source:
+    """What an entry belongs to: a transaction or a job run."""
+
+    version_id: int
+    txn_id: int | None = None
+    job_run_id: int | None = None
+
+
+def find_member(session: Session, program_id: int, code: str, *, lock: bool = False) -> Member:
+    """The member row; with ``lock`` it is held (FOR UPDATE on PostgreSQL) until commit,
+    so two writers for one member take turns before reading its lots."""
+    stmt = select(Member).where(Member.program_id == program_id, Member.code == code)
+    if lock:
+        stmt = stmt.with_for_update()
+    member = session.exec(stmt).first()
+    if member is None:
+        raise member_not_found(code, program_id, session)
+    return member
+
+
+def member_not_found(code: str, program_id: int, session: Session) -> NotFound:
+    from loyaltyctl.store.models import ProgramRow
+
+    program = session.get(ProgramRow, program_id)
+    key = program.key if program else str(program_id)
+    return NotFound(
+        f"member {code} not found in program {key}",
+        hint=f"enroll it with: loyaltyctl member enroll {code}",
+    )
+
+
+def _entry(
+    session: Session,
+    member: Member,
+    source: Source,
+    kind: str,
+    points: int,
+    at: datetime,
+    now: datetime,
+    lot: PointsLot | None,
+) -> None:
+    assert member.id is not None
+    session.add(
+        PointsEntry(
+            member_id=member.id,
+            txn_id=source.txn_id,
+            job_run_id=source.job_run_id,
+            lot_id=lot.id if lot else None,
+            kind=kind,
+            points=points,
+            at=at,
+            recorded_at=now,
+            program_version_id=source.version_id,
+        )
+    )
+    member.balance += points
+    if lot is None:
+        member.debt -= points
+    else:
+        lot.remaining += points
+        session.add(lot)
+    session.add(member)
+
+
+def credit(
+    session: Session,
+    member: Member,
+    source: Source,
+    *,
+    kind: str,
+    lot_kind: str,
+    points: int,
+    at: datetime,
+    now: datetime,
+    available_at: datetime,
+    expires_on: date | None,
+) -> PointsLot | None:
+    """New points: a debt is settled first, the rest becomes a lot."""
+    assert points > 0 and source.txn_id is not None
+    settle = min(member.debt, points)
+    if settle:
+        _entry(session, member, source, kind, settle, at, now, None)
+    rest = points - settle
+    if not rest:
+        return None
+    assert member.id is not None
+    lot = PointsLot(
+        member_id=member.id,
+        txn_id=source.txn_id,
+        kind=lot_kind,
+        earned_at=at,
+        available_at=available_at,
+        expires_on=expires_on,
+        points=rest,
+        remaining=0,
+    )
+    session.add(lot)
+    session.flush()
+    _entry(session, member, source, kind, rest, at, now, lot)
+    return lot
+
+
+def open_lots(
+    session: Session, member: Member, *, spendable_at: datetime | None = None
+) -> list[PointsLot]:
+    """Lots with points left, oldest-expiring first (no expiry last), then oldest earned.
+    With ``spendable_at``, only lots no longer pending then."""
+    stmt = select(PointsLot).where(PointsLot.member_id == member.id, PointsLot.remaining > 0)
+    if spendable_at is not None:
+        stmt = stmt.where(PointsLot.available_at <= spendable_at)
+    stmt = stmt.order_by(
+        case((col(PointsLot.expires_on).is_(None), 1), else_=0),
+        col(PointsLot.expires_on),
+        col(PointsLot.earned_at),
+        col(PointsLot.id),
+    )
+    return list(session.exec(stmt).all())
+
+
+@dataclass
+class Taken:
+    lot: PointsLot | None
+    points: int
+
+
+def debit(
+    session: Session,
+    member: Member,
+    source: Source,
+    *,
+    kind: str,
+    points: int,
+    at: datetime,
+    now: datetime,
+    lots: Iterable[PointsLot],
+    allow_debt: bool,
+    refusal: str = "",
+) -> list[Taken]:
+    """Take ``points`` from ``lots`` in the order given; what they cannot cover becomes a
+    debt when ``allow_debt``, otherwise nothing is taken and NotAllowed is raised."""
+    assert points > 0
+    plan: list[Taken] = []
+    needed = points
+    for lot in lots:
+        if needed == 0:
+            break
+        take = min(lot.remaining, needed)
+        if take > 0:
+            plan.append(Taken(lot, take))
+            needed -= take
+    if needed and not allow_debt:
+        raise NotAllowed(
+            refusal or f"insufficient points: {points} needed, {points - needed} available",
+            hint="the program forbids negative balances (earn.allow_negative = false)",
+        )
+    if needed:
+        plan.append(Taken(None, needed))
+    for taken in plan:
+        _entry(session, member, source, kind, -taken.points, at, now, taken.lot)
+    return plan
+
+
+def refund(
+    session: Session,
+    member: Member,
+    source: Source,
+    *,
+    kind: str,
+    taken: Sequence[tuple[PointsLot, int]],
+    at: datetime,
+    now: datetime,
+) -> None:
+    """Put points back into the lots they came from, so they keep their expiry dates."""
+    for lot, points in taken:
+        _entry(session, member, source, kind, points, at, now, lot)
+
+
+def expire_lot(
+    session: Session, member: Member, source: Source, lot: PointsLot, at: datetime, now: datetime
+) -> int:
+    points = lot.remaining
+    if points > 0:
+        _entry(session, member, source, "expire", -points, at, now, lot)
+    return points
+
+
+def pending_points(session: Session, member_id: int, now: datetime) -> int:
+    value = session.exec(
+        select(func.coalesce(func.sum(PointsLot.remaining), 0)).where(
+            PointsLot.member_id == member_id,
+            PointsLot.available_at > now,
+        )
+    ).one()
+    return int(value)

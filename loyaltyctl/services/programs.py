@@ -1,0 +1,147 @@
+"""Loading program files as versions, listing and exporting them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from loyaltyctl.rules.program import Program, load_program_file, program_fingerprint
+from loyaltyctl.services.context import load_context
+from loyaltyctl.store.models import Member, ProgramRow, ProgramVersion
+
+
+@dataclass
+class LoadResult:
+    program: str
+    name: str
+    version: int
+    status: str  # "created" | "new-version" | "unchanged"
+
+
+@dataclass
+class ProgramSummary:
+    program: str
+    name: str
+    version: int
+    loaded_at: datetime
+    members: int
+    currency: str
+    timezone: str
+
+
+def load_program(session: Session, path: Path, *, now: datetime) -> LoadResult:
+    """A new program, a new version of a changed one, or a no-op for an unchanged file."""
+    spec, source = load_program_file(path)
+    fingerprint = program_fingerprint(spec)
+    key = spec.program.key
+    row = session.exec(select(ProgramRow).where(ProgramRow.key == key)).first()
+    if row is None:
+        row = ProgramRow(key=key, name=spec.program.name, created_at=now)
+        session.add(row)
+        session.flush()
+        return _add_version(session, row, spec, source, fingerprint, 1, now, "created")
+    latest = session.exec(
+        select(ProgramVersion)
+        .where(ProgramVersion.program_id == row.id)
+        .order_by(col(ProgramVersion.version).desc())
+    ).first()
+    assert latest is not None
+    if latest.fingerprint == fingerprint:
+        return LoadResult(key, spec.program.name, latest.version, "unchanged")
+    row.name = spec.program.name
+    session.add(row)
+    return _add_version(
+        session, row, spec, source, fingerprint, latest.version + 1, now, "new-version"
+    )
+
+
+def _add_version(
+    session: Session,
+    row: ProgramRow,
+    spec: Program,
+    source: str,
+    fingerprint: str,
+    version: int,
+    now: datetime,
+    status: str,
+) -> LoadResult:
+    assert row.id is not None
+    session.add(
+        ProgramVersion(
+            program_id=row.id,
+            version=version,
+            fingerprint=fingerprint,
+            source=source,
+            spec=spec.model_dump_json(by_alias=True),
+            loaded_at=now,
+        )
+    )
+    session.flush()
+    return LoadResult(row.key, spec.program.name, version, status)
+
+
+def list_programs(session: Session) -> list[ProgramSummary]:
+    latest = (
+        select(ProgramVersion.program_id, func.max(ProgramVersion.version).label("version"))
+        .group_by(col(ProgramVersion.program_id))
+        .subquery()
+    )
+    members = (
+        select(Member.program_id, func.count().label("members"))
+        .group_by(col(Member.program_id))
+        .subquery()
+    )
+    rows = session.exec(
+        select(ProgramRow, ProgramVersion, members.c.members)
+        .join(latest, latest.c.program_id == ProgramRow.id)
+        .join(
+            ProgramVersion,
+            (ProgramVersion.program_id == ProgramRow.id)
+            & (ProgramVersion.version == latest.c.version),
+        )
+        .outerjoin(members, members.c.program_id == ProgramRow.id)
+        .order_by(col(ProgramRow.key))
+    ).all()
+    out = []
+    for program, version, count in rows:
+        spec = Program.model_validate_json(version.spec)
+        out.append(
+            ProgramSummary(
+                program=program.key,
+                name=program.name,
+                version=version.version,
+                loaded_at=version.loaded_at,
+                members=int(count or 0),
+                currency=spec.program.currency,
+                timezone=spec.program.timezone,
+            )
+        )
+    return out
+
+
+@dataclass
+class ProgramDetail:
+    program: str
+    version: int
+    loaded_at: datetime
+    versions: list[tuple[int, datetime]]
+    spec: Program
+    source: str
+
+
+def show_program(session: Session, key: str | None) -> ProgramDetail:
+    ctx = load_context(session, key)
+    row = session.get(ProgramVersion, ctx.latest.id)
+    assert row is not None
+    return ProgramDetail(
+        program=ctx.key,
+        version=ctx.latest.version,
+        loaded_at=ctx.latest.loaded_at,
+        versions=[(v.version, v.loaded_at) for v in ctx.versions],
+        spec=ctx.spec,
+        source=row.source,
+    )

@@ -1,0 +1,1 @@
+"""Tables, engine and sessions; knows the SQLite and PostgreSQL differences."""

@@ -1,0 +1,203 @@
+"""The ledger's tables.
+
+Amounts are stored as integers in the currency's minor units (SQLite has no exact
+decimal type); timestamps are naive UTC; dates a member sees (expiry dates, as-of dates)
+are program-local calendar dates.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import BigInteger, CheckConstraint, Column, Index, MetaData, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+# A naming convention makes Alembic's batch mode on SQLite and constraint names on
+# PostgreSQL agree, so migrations can address constraints by name.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata: MetaData = SQLModel.metadata
+
+
+class ProgramRow(SQLModel, table=True):
+    __tablename__ = "program"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True, max_length=64)
+    name: str
+    created_at: datetime
+
+
+class ProgramVersion(SQLModel, table=True):
+    __tablename__ = "program_version"
+    __table_args__ = (UniqueConstraint("program_id", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    program_id: int = Field(foreign_key="program.id", index=True)
+    version: int
+    fingerprint: str = Field(max_length=64)
+    source: str = Field(sa_column=Column(Text, nullable=False))
+    spec: str = Field(sa_column=Column(Text, nullable=False))
+    loaded_at: datetime
+
+
+class Member(SQLModel, table=True):
+    __tablename__ = "member"
+    __table_args__ = (
+        UniqueConstraint("program_id", "code"),
+        CheckConstraint("debt >= 0", name="debt_not_negative"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    program_id: int = Field(foreign_key="program.id")
+    code: str = Field(max_length=128)
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    birthday: date | None = None
+    status: str = Field(default="active", max_length=16, index=True)
+    status_reason: str | None = None
+    tier: str = Field(max_length=64, index=True)
+    # When the member reached or last requalified for the tier: the hold runs from here.
+    tier_since: date | None = None
+    enrolled_at: datetime
+    erased_at: datetime | None = None
+    # Caches of the ledger, kept in the same transaction as the entries; `db check`
+    # recomputes them from the entries.
+    balance: int = 0
+    debt: int = 0
+    last_purchase_at: datetime | None = None
+    updated_at: datetime
+
+
+class Txn(SQLModel, table=True):
+    """What the outside world sent: one row per reference."""
+
+    __tablename__ = "txn"
+    __table_args__ = (
+        UniqueConstraint("program_id", "ref"),
+        Index("ix_txn_member_occurred", "member_id", "occurred_at"),
+        Index("ix_txn_original", "original_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    program_id: int = Field(foreign_key="program.id")
+    member_id: int = Field(foreign_key="member.id")
+    ref: str = Field(max_length=200)
+    kind: str = Field(max_length=16)
+    occurred_at: datetime
+    recorded_at: datetime
+    amount_minor: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    points: int = 0
+    balance_after: int = 0
+    tier_after: str = ""
+    original_id: int | None = Field(default=None, foreign_key="txn.id")
+    reason: str | None = None
+    # Qualifying activity this transaction adds (negative for returns), dated by
+    # `qual_at`: a return counts against the window of the purchase it undoes.
+    qual_points: int = 0
+    qual_spend_minor: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    qual_visits: int = 0
+    qual_at: datetime
+    program_version_id: int = Field(foreign_key="program_version.id")
+
+
+class PointsLot(SQLModel, table=True):
+    __tablename__ = "points_lot"
+    __table_args__ = (
+        Index("ix_points_lot_member", "member_id", "expires_on"),
+        Index("ix_points_lot_due", "expires_on", "remaining"),
+        CheckConstraint("remaining >= 0 AND remaining <= points", name="remaining_in_range"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    member_id: int = Field(foreign_key="member.id")
+    txn_id: int = Field(foreign_key="txn.id", index=True)
+    kind: str = Field(max_length=16)
+    earned_at: datetime
+    available_at: datetime
+    expires_on: date | None = None
+    points: int
+    remaining: int
+
+
+class PointsEntry(SQLModel, table=True):
+    """Append-only signed movement. Each entry touches at most one lot; entries with no
+    lot move the member's debt."""
+
+    __tablename__ = "points_entry"
+    __table_args__ = (
+        Index("ix_points_entry_member", "member_id", "at"),
+        CheckConstraint(
+            "txn_id IS NOT NULL OR job_run_id IS NOT NULL", name="belongs_to_txn_or_job"
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    member_id: int = Field(foreign_key="member.id")
+    txn_id: int | None = Field(default=None, foreign_key="txn.id", index=True)
+    job_run_id: int | None = Field(default=None, foreign_key="job_run.id", index=True)
+    lot_id: int | None = Field(default=None, foreign_key="points_lot.id", index=True)
+    kind: str = Field(max_length=16)
+    points: int
+    at: datetime
+    recorded_at: datetime
+    program_version_id: int = Field(foreign_key="program_version.id")
+
+
+class Voucher(SQLModel, table=True):
+    __tablename__ = "voucher"
+    __table_args__ = (Index("ix_voucher_member_status", "member_id", "status"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    program_id: int = Field(foreign_key="program.id")
+    member_id: int = Field(foreign_key="member.id")
+    txn_id: int = Field(foreign_key="txn.id", unique=True)
+    code: str = Field(unique=True, max_length=32)
+    reward_key: str = Field(max_length=64)
+    reward_name: str
+    reward_kind: str = Field(max_length=32)
+    reward_value: str | None = None
+    reward_product: str | None = None
+    points: int
+    status: str = Field(default="issued", max_length=16)
+    issued_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    expired_at: datetime | None = None
+    cancel_txn_id: int | None = Field(default=None, foreign_key="txn.id")
+
+
+class JobRun(SQLModel, table=True):
+    __tablename__ = "job_run"
+    __table_args__ = (UniqueConstraint("program_id", "job", "as_of"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    program_id: int = Field(foreign_key="program.id")
+    job: str = Field(max_length=32)
+    as_of: date
+    status: str = Field(max_length=16)
+    started_at: datetime
+    finished_at: datetime | None = None
+    members: int = 0
+    points: int = 0
+    upgraded: int = 0
+    downgraded: int = 0
+    detail: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class JobLock(SQLModel, table=True):
+    """Who runs a nightly job now (SQLite's stand-in for an advisory lock)."""
+
+    __tablename__ = "job_lock"
+
+    name: str = Field(primary_key=True, max_length=100)
+    holder: str
+    acquired_at: datetime

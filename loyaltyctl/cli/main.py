@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from loyaltyctl import __version__
-from loyaltyctl.cli import db, member, program, txn
+from loyaltyctl.cli import db, imports, jobs, member, program, reward, statements, txn
 from loyaltyctl.cli.common import STATE
 
 app = typer.Typer(
@@ -22,6 +22,11 @@ app.add_typer(db.app, name="db")
 app.add_typer(program.app, name="program")
 app.add_typer(member.app, name="member")
 app.add_typer(txn.app, name="txn")
+# Each of these modules adds its own commands (groups or top-level commands).
+reward.register(app)
+jobs.register(app)
+statements.register(app)
+imports.register(app)
 
 
 def _version(value: bool) -> None:

@@ -54,8 +54,17 @@ class Cluster:
             shutil.chown(self.socketdir, self.user)
         subprocess.run(
             _as_user(
-                [str(self.bindir / "initdb"), "-D", str(self.datadir), "-A", "trust",
-                 "-E", "UTF8", "--no-locale", "-N"],
+                [
+                    str(self.bindir / "initdb"),
+                    "-D",
+                    str(self.datadir),
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--no-locale",
+                    "-N",
+                ],
                 self.user,
             ),
             check=True,
@@ -67,8 +76,17 @@ class Cluster:
         )
         subprocess.run(
             _as_user(
-                [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-o", opts, "-w",
-                 "-l", str(self.root / "log"), "start"],
+                [
+                    str(self.bindir / "pg_ctl"),
+                    "-D",
+                    str(self.datadir),
+                    "-o",
+                    opts,
+                    "-w",
+                    "-l",
+                    str(self.root / "log"),
+                    "start",
+                ],
                 self.user,
             ),
             check=True,
@@ -78,8 +96,15 @@ class Cluster:
     def stop(self) -> None:
         subprocess.run(
             _as_user(
-                [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "-w",
-                 "stop"],
+                [
+                    str(self.bindir / "pg_ctl"),
+                    "-D",
+                    str(self.datadir),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "stop",
+                ],
                 self.user,
             ),
             check=False,

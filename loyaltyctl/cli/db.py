@@ -33,9 +33,7 @@ def check(json_out: JsonOpt = False) -> None:
     if json_out:
         emit_json({"ok": result.ok, "problems": result.problems})
     elif result.ok:
-        say(
-            f"ok: {result.members} members, {result.lots} lots, {result.entries} entries agree"
-        )
+        say(f"ok: {result.members} members, {result.lots} lots, {result.entries} entries agree")
     else:
         for problem in result.problems:
             say(f"problem: {problem}")

@@ -58,8 +58,15 @@ def enroll(
         ctx = program_context(session, program)
         when = parse_when(at, ctx.spec.program.tz) if at else now()
         result = enroll_member(
-            session, ctx, member, name=name, email=email, phone=phone, birthday=born,
-            at=when, now=now(),
+            session,
+            ctx,
+            member,
+            name=name,
+            email=email,
+            phone=phone,
+            birthday=born,
+            at=when,
+            now=now(),
         )
     if json_out:
         emit_json(result)
@@ -197,7 +204,9 @@ def update(
         say(f"updated member {view.member}")
 
 
-def _status_command(action: str, member: str, reason: str | None, program: str | None, json_out: bool) -> None:
+def _status_command(
+    action: str, member: str, reason: str | None, program: str | None, json_out: bool
+) -> None:
     from loyaltyctl.services.members import change_status
 
     with open_session() as session:
@@ -214,7 +223,10 @@ def _status_command(action: str, member: str, reason: str | None, program: str |
 @app.command("suspend")
 @command
 def suspend(
-    member: MemberArg, reason: ReasonOpt = None, program: ProgramOpt = None, json_out: JsonOpt = False
+    member: MemberArg,
+    reason: ReasonOpt = None,
+    program: ProgramOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Suspend: the member can neither earn nor redeem; the balance stays."""
     _status_command("suspend", member, reason, program, json_out)
@@ -223,7 +235,10 @@ def suspend(
 @app.command("reactivate")
 @command
 def reactivate(
-    member: MemberArg, reason: ReasonOpt = None, program: ProgramOpt = None, json_out: JsonOpt = False
+    member: MemberArg,
+    reason: ReasonOpt = None,
+    program: ProgramOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Make a suspended member active again."""
     _status_command("reactivate", member, reason, program, json_out)
@@ -232,7 +247,10 @@ def reactivate(
 @app.command("close")
 @command
 def close(
-    member: MemberArg, reason: ReasonOpt = None, program: ProgramOpt = None, json_out: JsonOpt = False
+    member: MemberArg,
+    reason: ReasonOpt = None,
+    program: ProgramOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Close the membership for good: no earning, no redeeming; the ledger stays."""
     _status_command("close", member, reason, program, json_out)

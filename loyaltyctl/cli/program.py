@@ -20,7 +20,9 @@ from loyaltyctl.cli.common import (
 )
 from loyaltyctl.errors import InvalidInput, ProgramInvalid
 
-app = typer.Typer(help="Program files: validate, load as versions, show, export.", no_args_is_help=True)
+app = typer.Typer(
+    help="Program files: validate, load as versions, show, export.", no_args_is_help=True
+)
 
 
 @app.command("validate")
@@ -103,7 +105,9 @@ def list_(json_out: JsonOpt = False) -> None:
 @app.command("show")
 @command
 def show(
-    key: Annotated[str | None, typer.Argument(help="Program key (optional with one program).")] = None,
+    key: Annotated[
+        str | None, typer.Argument(help="Program key (optional with one program).")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """A loaded program: its current version's rules."""
@@ -159,7 +163,9 @@ def _expiry_text(expiry: object) -> str:
 @app.command("export")
 @command
 def export(
-    key: Annotated[str | None, typer.Argument(help="Program key (optional with one program).")] = None,
+    key: Annotated[
+        str | None, typer.Argument(help="Program key (optional with one program).")
+    ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file.")] = None,
 ) -> None:
     """Write the loaded (current) version back as TOML."""

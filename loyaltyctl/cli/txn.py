@@ -31,7 +31,9 @@ RefOpt = Annotated[
 
 def _ref(ref: str) -> str:
     if not ref.strip():
-        raise InvalidInput("--ref must not be empty", hint="give your system's reference, e.g. T-1001")
+        raise InvalidInput(
+            "--ref must not be empty", hint="give your system's reference, e.g. T-1001"
+        )
     return ref.strip()
 
 
@@ -57,7 +59,9 @@ def _render(result: Any, json_out: bool) -> None:
     )
 
 
-def _lines(amount: str | None, category: str | None, line: list[str] | None, digits: int) -> list[Any]:
+def _lines(
+    amount: str | None, category: str | None, line: list[str] | None, digits: int
+) -> list[Any]:
     from loyaltyctl.rules.earning import Line
     from loyaltyctl.rules.money import parse_amount
 
@@ -106,9 +110,7 @@ def post(
         spec = ctx.spec
         lines = _lines(amount, category, line, spec.program.minor_digits)
         when = parse_when(at, spec.program.tz) if at else None
-        result = post_purchase(
-            session, ctx, member, ref=_ref(ref), lines=lines, at=when, now=now()
-        )
+        result = post_purchase(session, ctx, member, ref=_ref(ref), lines=lines, at=when, now=now())
     _render(result, json_out)
 
 
@@ -134,8 +136,14 @@ def return_(
         value = parse_amount(amount, spec.program.minor_digits, what="--amount")
         when = parse_when(at, spec.program.tz) if at else None
         result = post_return(
-            session, ctx, member, ref=_ref(ref), original_ref=original, amount=value,
-            at=when, now=now(),
+            session,
+            ctx,
+            member,
+            ref=_ref(ref),
+            original_ref=original,
+            amount=value,
+            at=when,
+            now=now(),
         )
     _render(result, json_out)
 
@@ -159,8 +167,14 @@ def adjust(
         ctx = program_context(session, program)
         when = parse_when(at, ctx.spec.program.tz) if at else None
         result = post_adjustment(
-            session, ctx, member, ref=_ref(ref), points=points, reason=reason,
-            at=when, now=now(),
+            session,
+            ctx,
+            member,
+            ref=_ref(ref),
+            points=points,
+            reason=reason,
+            at=when,
+            now=now(),
         )
     _render(result, json_out)
 

@@ -32,7 +32,9 @@ def round_points(value: Decimal, rounding: str) -> int:
     return int(value.quantize(Decimal(1), rounding=_ROUNDING[rounding]))
 
 
-def active_promotions(program: Program, day: date, categories: set[str | None]) -> list[tuple[str, Decimal]]:
+def active_promotions(
+    program: Program, day: date, categories: set[str | None]
+) -> list[tuple[str, Decimal]]:
     found = []
     for promo in program.earn.promotions:
         if promo.from_ <= day <= promo.to and (
@@ -75,5 +77,7 @@ def cumulative_share(total: int, original_amount: Decimal, returned_amount: Deci
     if original_amount <= 0:
         return total
     kept_amount = original_amount - returned_amount
-    kept = (Decimal(total) * kept_amount / original_amount).quantize(Decimal(1), rounding=ROUND_FLOOR)
+    kept = (Decimal(total) * kept_amount / original_amount).quantize(
+        Decimal(1), rounding=ROUND_FLOOR
+    )
     return total - int(kept)

@@ -185,8 +185,9 @@ class ProgramInfo(_Model):
 
 @cache
 def _zone_keys() -> frozenset[str]:
-    # ZoneInfo() alone would also accept files such as "localtime" or "posixrules".
-    return frozenset(available_timezones() | {"UTC"})
+    # Some systems list their own aliases among the zones; a program file must not depend
+    # on the machine it is loaded on.
+    return frozenset((available_timezones() | {"UTC"}) - {"localtime", "posixrules"})
 
 
 class Promotion(_Model):

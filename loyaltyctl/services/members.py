@@ -239,7 +239,7 @@ def expiring_soon(
         due = inactivity_due(spec.expiry, local_date(last, spec.program.tz))
         return [Expiring(due, member.balance)] if due else []
     rows = session.exec(
-        select(PointsLot.expires_on, func.sum(PointsLot.remaining))
+        select(col(PointsLot.expires_on), func.sum(PointsLot.remaining))
         .where(
             PointsLot.member_id == member.id,
             PointsLot.remaining > 0,
@@ -353,7 +353,9 @@ def update_member(
     return show_member(session, ctx, code, now=now)
 
 
-def erase_member(session: Session, ctx: ProgramContext, code: str, *, now: datetime) -> StatusResult:
+def erase_member(
+    session: Session, ctx: ProgramContext, code: str, *, now: datetime
+) -> StatusResult:
     """Remove personal data for good; the ledger and balance stay."""
     member = find_member(session, ctx.id, code, lock=True)
     changed = member.erased_at is None or any(getattr(member, k) for k in PERSONAL_FIELDS)

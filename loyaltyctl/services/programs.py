@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import func
+from sqlalchemy import and_, func
 from sqlmodel import Session, col, select
 
 from loyaltyctl.rules.program import Program, load_program_file, program_fingerprint
@@ -100,8 +100,10 @@ def list_programs(session: Session) -> list[ProgramSummary]:
         .join(latest, latest.c.program_id == ProgramRow.id)
         .join(
             ProgramVersion,
-            (ProgramVersion.program_id == ProgramRow.id)
-            & (ProgramVersion.version == latest.c.version),
+            and_(
+                col(ProgramVersion.program_id) == col(ProgramRow.id),
+                col(ProgramVersion.version) == latest.c.version,
+            ),
         )
         .outerjoin(members, members.c.program_id == ProgramRow.id)
         .order_by(col(ProgramRow.key))

@@ -66,7 +66,13 @@ def _existing(
     member = session.get(Member, txn.member_id)
     assert member is not None
     return TxnResult(
-        ref, member.code, txn.kind, txn.points, txn.balance_after, txn.tier_after, True,
+        ref,
+        member.code,
+        txn.kind,
+        txn.points,
+        txn.balance_after,
+        txn.tier_after,
+        True,
         txn.occurred_at,
     )
 
@@ -87,7 +93,13 @@ def _finish(session: Session, txn: Txn, member: Member, duplicate: bool = False)
     session.add(txn)
     session.flush()
     return TxnResult(
-        txn.ref, member.code, txn.kind, txn.points, member.balance, member.tier, duplicate,
+        txn.ref,
+        member.code,
+        txn.kind,
+        txn.points,
+        member.balance,
+        member.tier,
+        duplicate,
         txn.occurred_at,
     )
 
@@ -204,7 +216,9 @@ def post_return(
             func.coalesce(func.sum(Txn.qual_spend_minor), 0),
         ).where(Txn.original_id == original.id, Txn.kind == "return")
     ).one()
-    returned_before, clawed_before, qual_pts_before, qual_spend_before = (int(v) for v in previous)
+    returned_before, clawed_before, qual_pts_before, qual_spend_before = (
+        int(v or 0) for v in previous
+    )
     assert original.amount_minor is not None
     original_amount = from_minor(original.amount_minor, digits)
     returned_after = from_minor(returned_before, digits) + amount
@@ -360,9 +374,7 @@ def list_txns(
     digits = ctx.spec.program.minor_digits
     originals: dict[int, str] = {}
     rows = session.exec(
-        select(Txn)
-        .where(Txn.member_id == member.id)
-        .order_by(col(Txn.occurred_at), col(Txn.id))
+        select(Txn).where(Txn.member_id == member.id).order_by(col(Txn.occurred_at), col(Txn.id))
     ).all()
     for txn in rows:
         assert txn.id is not None

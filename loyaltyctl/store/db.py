@@ -28,7 +28,9 @@ DEFAULT_BUSY_TIMEOUT = 30.0
 
 
 def default_database_path() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
     return Path(base) / "loyaltyctl" / "loyaltyctl.db"
 
 
@@ -113,7 +115,9 @@ def _postgres_engine(url: str, timeout: float) -> Engine:
 
 
 @contextmanager
-def session_scope(engine: Engine, *, write: bool = True, dry_run: bool = False) -> Iterator[Session]:
+def session_scope(
+    engine: Engine, *, write: bool = True, dry_run: bool = False
+) -> Iterator[Session]:
     """One command, one transaction: commit on success, roll back on error or dry run."""
     bind = engine.execution_options(sqlite_begin="IMMEDIATE") if write else engine
     session = Session(bind=bind, expire_on_commit=False)

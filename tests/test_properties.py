@@ -1,0 +1,178 @@
+"""Properties of the ledger for random histories (hypothesis), through the services."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine, func
+from sqlmodel import select
+
+from loyaltyctl.errors import NotAllowed
+from loyaltyctl.rules.earning import Line
+from loyaltyctl.services.check import check_database
+from loyaltyctl.services.context import load_context
+from loyaltyctl.services.ledger import find_member
+from loyaltyctl.services.members import enroll
+from loyaltyctl.services.programs import load_program
+from loyaltyctl.services.txns import post_adjustment, post_purchase, post_return
+from loyaltyctl.store.db import session_scope
+from loyaltyctl.store.models import PointsEntry, PointsLot, Txn
+from tests.conftest import PROGRAMS
+
+START = datetime(2026, 1, 5, 12, tzinfo=UTC)
+_members = itertools.count()
+
+amounts = st.decimals(min_value=Decimal("0.01"), max_value=Decimal("500"), places=2)
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("purchase"), amounts, st.sampled_from([None, "coffee-beans", "tobacco"])),
+        st.tuples(st.just("return"), st.integers(0, 20), st.integers(1, 100)),
+        st.tuples(st.just("adjust"), st.integers(-600, 600).filter(bool), st.none()),
+        st.tuples(st.just("retry"), st.integers(0, 40), st.none()),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+def _balance(engine: Engine, code: str) -> int:
+    with session_scope(engine, write=False) as session:
+        ctx = load_context(session, "deli")
+        return find_member(session, ctx.id, code).balance
+
+
+def _apply(engine: Engine, code: str, op: tuple, n: int, done: list, purchases: list) -> None:
+    kind, a, b = op
+    at = START + timedelta(hours=n)
+    with session_scope(engine) as session:
+        ctx = load_context(session, "deli")
+        if kind == "purchase":
+            ref = f"{code}-P{n}"
+            post_purchase(session, ctx, code, ref=ref, lines=[Line(b, a)], at=at, now=at)
+            purchases.append((ref, a))
+            done.append(("purchase", ref, [Line(b, a)], at))
+        elif kind == "return" and purchases:
+            ref, amount = purchases[a % len(purchases)]
+            left = amount - _returned(session, ref)
+            part = (left * b / 100).quantize(Decimal("0.01"))
+            if part <= 0:
+                return
+            post_return(
+                session,
+                ctx,
+                code,
+                ref=f"{code}-R{n}",
+                original_ref=ref,
+                amount=part,
+                at=at,
+                now=at,
+            )
+            done.append(("return", f"{code}-R{n}", (ref, part), at))
+        elif kind == "adjust":
+            post_adjustment(
+                session, ctx, code, ref=f"{code}-A{n}", points=a, reason="test", at=at, now=at
+            )
+            done.append(("adjust", f"{code}-A{n}", a, at))
+
+
+def _returned(session: object, ref: str) -> Decimal:
+    from sqlmodel import Session
+
+    assert isinstance(session, Session)
+    original = session.exec(select(Txn).where(Txn.ref == ref)).one()
+    total = session.exec(
+        select(func.coalesce(func.sum(Txn.amount_minor), 0)).where(Txn.original_id == original.id)
+    ).one()
+    return Decimal(int(total)) / 100
+
+
+def _retry(engine: Engine, code: str, item: tuple) -> None:
+    kind, ref, data, at = item
+    later = at + timedelta(days=1)
+    with session_scope(engine) as session:
+        ctx = load_context(session, "deli")
+        if kind == "purchase":
+            result = post_purchase(session, ctx, code, ref=ref, lines=data, at=at, now=later)
+        elif kind == "return":
+            result = post_return(
+                session,
+                ctx,
+                code,
+                ref=ref,
+                original_ref=data[0],
+                amount=data[1],
+                at=None,
+                now=later,
+            )
+        else:
+            result = post_adjustment(
+                session, ctx, code, ref=ref, points=data, reason="test", at=None, now=later
+            )
+        assert result.duplicate
+
+
+def _assert_invariants(engine: Engine) -> None:
+    with session_scope(engine, write=False) as session:
+        result = check_database(session)
+        assert result.ok, result.problems
+        assert session.exec(select(func.count()).where(PointsLot.remaining < 0)).one() == 0
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(ops=operations)
+def test_random_histories_keep_the_ledger_exact(engine: Engine, ops: list) -> None:
+    with session_scope(engine) as session:
+        load_program(session, PROGRAMS / "deli.toml", now=START)
+    code = f"H{next(_members)}"
+    with session_scope(engine) as session:
+        ctx = load_context(session, "deli")
+        enroll(session, ctx, code, at=START, now=START)
+    done: list = []
+    purchases: list = []
+    for n, op in enumerate(ops, start=1):
+        if op[0] == "retry":
+            if done:
+                before = _balance(engine, code)
+                _retry(engine, code, done[op[1] % len(done)])
+                assert _balance(engine, code) == before
+            continue
+        try:
+            _apply(engine, code, op, n, done, purchases)
+        except NotAllowed:
+            pass
+        _assert_invariants(engine)
+    # Returning what is left of every purchase claws back exactly what it earned.
+    for i, (ref, amount) in enumerate(purchases):
+        at = START + timedelta(days=30, hours=i)
+        with session_scope(engine) as session:
+            ctx = load_context(session, "deli")
+            left = amount - _returned(session, ref)
+            if left > 0:
+                post_return(
+                    session,
+                    ctx,
+                    code,
+                    ref=f"{ref}-full",
+                    original_ref=ref,
+                    amount=left,
+                    at=at,
+                    now=at,
+                )
+    with session_scope(engine, write=False) as session:
+        for ref, _ in purchases:
+            original = session.exec(select(Txn).where(Txn.ref == ref)).one()
+            clawed = session.exec(
+                select(func.coalesce(func.sum(PointsEntry.points), 0))
+                .join(Txn, Txn.id == PointsEntry.txn_id)
+                .where(Txn.original_id == original.id)
+            ).one()
+            assert -clawed == original.points
+    _assert_invariants(engine)

@@ -14,6 +14,9 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from typer.testing import CliRunner
 
+# Imported before any test freezes time: pydantic builds its schemas at import, and under
+# freezegun `date` would be freezegun's FakeDate class.
+import loyaltyctl.rules.program  # noqa: F401
 from loyaltyctl.cli.main import app
 from loyaltyctl.store.db import make_engine
 from loyaltyctl.store.migrate import upgrade

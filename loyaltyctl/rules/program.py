@@ -445,7 +445,45 @@ def parse_program(text: str, source: str = "<string>") -> Program:
     try:
         return Program.model_validate(data)
     except ValidationError as exc:
-        raise ProgramInvalid(_validation_problems(exc, text, source), source) from exc
+        problems = _validation_problems(exc, text, source)
+        if any(err["loc"][:1] == ("rewards",) for err in exc.errors()):
+            # A broken reward stops the cross-checks of the whole list; unknown tiers are
+            # still worth reporting in the same pass.
+            problems += _raw_reward_tier_problems(data, text, source, problems)
+        raise ProgramInvalid(problems, source) from exc
+
+
+def _raw_reward_tier_problems(
+    data: dict[str, Any], text: str, source: str, already: list[str]
+) -> list[str]:
+    tiers = data.get("tiers")
+    levels = tiers.get("levels") if isinstance(tiers, dict) else None
+    if levels is None:
+        known = [level.key for level in _default_levels()]
+    elif isinstance(levels, list):
+        known = [str(lv.get("key")) for lv in levels if isinstance(lv, dict)]
+    else:
+        return []
+    rewards = data.get("rewards")
+    if not isinstance(rewards, list):
+        return []
+    lines = _key_lines(text)
+    found = []
+    for i, reward in enumerate(rewards):
+        wanted = reward.get("tiers") if isinstance(reward, dict) else None
+        if not isinstance(wanted, list):
+            continue
+        loc: Loc = ("rewards", i, "tiers")
+        for tier in wanted:
+            if tier in known:
+                continue
+            line = _line_of(loc, lines)
+            where = f"{source}:{line}" if line is not None else source
+            msg = f'unknown tier "{tier}" (tiers: {", ".join(str(k) for k in known)})'
+            problem = f"{where}: {_keypath(loc)}: {msg}"
+            if problem not in already:
+                found.append(problem)
+    return found
 
 
 def load_program_file(path: Path) -> tuple[Program, str]:

@@ -183,5 +183,9 @@ def ensure_schema(engine: Engine) -> None:
 
 def open_database(db: str | None) -> Engine:
     engine = make_engine(resolve_url(db))
-    ensure_schema(engine)
+    try:
+        ensure_schema(engine)
+    except BaseException:
+        engine.dispose()
+        raise
     return engine

@@ -107,14 +107,22 @@ def shop(cli: Cli, tmp_path: Path) -> Cli:
     return cli
 
 
-def seed(cli: Cli, member: str, points: int, *, at: str | None = None) -> None:
+def seed(cli: Cli, member: str, points: int, *, at: str = "2026-01-01") -> None:
     """Enroll ``member`` and give it ``points`` that never expire."""
-    when = ["--at", at] if at else []
+    when = ["--at", at]
     cli("member", "enroll", member, *when)
     if points:
         cli(
-            "txn", "adjust", member, "--ref", f"seed-{member}", "--points", str(points),
-            "--reason", "seed", *when,
+            "txn",
+            "adjust",
+            member,
+            "--ref",
+            f"seed-{member}",
+            "--points",
+            str(points),
+            "--reason",
+            "seed",
+            *when,
         )
 
 
@@ -149,16 +157,25 @@ def voucher_count(engine: Engine) -> int:
 # ---- EXAMPLES.md ---------------------------------------------------------------------
 
 
-def test_m1_redeem_cancel_refunds_into_lots_with_original_expiry(
-    deli: Cli, engine: Engine
-) -> None:
+def test_m1_redeem_cancel_refunds_into_lots_with_original_expiry(deli: Cli, engine: Engine) -> None:
     cli = deli
     with freeze_time("2026-01-05T09:00:00Z"):
         cli("member", "enroll", "M1", "--at", "2026-01-05")
     with freeze_time("2026-01-10T12:00:00Z"):
         cli(
-            "txn", "post", "M1", "--ref", "T1", "--line", "sandwiches=8.99",
-            "--line", "coffee-beans=12.00", "--line", "tobacco=10.00", "--at", "2026-01-10",
+            "txn",
+            "post",
+            "M1",
+            "--ref",
+            "T1",
+            "--line",
+            "sandwiches=8.99",
+            "--line",
+            "coffee-beans=12.00",
+            "--line",
+            "tobacco=10.00",
+            "--at",
+            "2026-01-10",
         )
     with freeze_time("2026-06-06T12:00:00Z"):
         cli("txn", "post", "M1", "--ref", "T2", "--amount", "190.00", "--at", "2026-06-06")
@@ -234,8 +251,9 @@ def test_m2_redeem_then_return_leaves_a_debt_the_next_purchase_settles(
     assert (redeemed["points"], redeemed["balance"]) == (-100, 25)
     assert [lot[3] for lot in lots_of(engine, "M2")] == [0, 25]
     with freeze_time("2026-02-04T12:00:00Z"):
-        returned = cli.json("txn", "return", "M2", "--ref", "R2", "--original", "T4",
-                            "--amount", "20.00")
+        returned = cli.json(
+            "txn", "return", "M2", "--ref", "R2", "--original", "T4", "--amount", "20.00"
+        )
     assert (returned["points"], returned["balance"]) == (-100, -75)
     with freeze_time("2026-02-05T12:00:00Z"):
         posted = cli.json("txn", "post", "M2", "--ref", "T5", "--amount", "30.00")
@@ -303,7 +321,9 @@ def test_a_reward_for_other_tiers_is_refused(shop: Cli) -> None:
     listed = {r["reward"]: r for r in shop.json("reward", "list", "--member", "A")}
     assert listed["lounge"]["allowed"] is False
     assert listed["lounge"]["affordable"] is True
-    assert listed["lounge"]["why_not"] == ["reward lounge is only for tier gold; member A is bronze"]
+    assert listed["lounge"]["why_not"] == [
+        "reward lounge is only for tier gold; member A is bronze"
+    ]
     shop.check()
 
 
@@ -426,8 +446,7 @@ def test_a_reused_redeem_ref_with_other_data_is_a_conflict(shop: Cli, engine: En
         shop, "reward", "redeem", "A", "latte", "--ref", "POS-1", code=5
     )
     refused(shop, "reward", "redeem", "B", "fiver", "--ref", "POS-1", code=5)
-    refused(shop, "reward", "redeem", "A", "fiver", "--ref", "POS-1", "--at", "2026-05-02",
-            code=5)
+    refused(shop, "reward", "redeem", "A", "fiver", "--ref", "POS-1", "--at", "2026-05-02", code=5)
     refused(shop, "reward", "redeem", "A", "fiver", "--ref", "seed-A", code=5)
     assert voucher_count(engine) == 1
     assert balance(shop, "A") == 800
@@ -456,7 +475,9 @@ def test_use_then_every_further_action_is_refused(shop: Cli) -> None:
         # Codes are read back in any case, with or without dashes.
         used = shop.json("reward", "use", code.lower().replace("-", ""))
         assert (used["code"], used["status"], used["used_at"]) == (
-            code, "used", "2026-05-02T09:30:00Z"
+            code,
+            "used",
+            "2026-05-02T09:30:00Z",
         )
         assert "was already used on 2026-05-02" in refused(shop, "reward", "use", code)
         assert "cannot be cancelled" in refused(shop, "reward", "cancel", code)
@@ -528,9 +549,7 @@ def test_voucher_show_and_list(shop: Cli) -> None:
     }
     with freeze_time("2026-05-02T09:00:00Z"):
         assert [v["code"] for v in shop.json("voucher", "list")] == [tenpct, fiver, latte]
-        assert [v["code"] for v in shop.json("voucher", "list", "--member", "A")] == [
-            tenpct, latte
-        ]
+        assert [v["code"] for v in shop.json("voucher", "list", "--member", "A")] == [tenpct, latte]
         assert [v["code"] for v in shop.json("voucher", "list", "--status", "used")] == [tenpct]
         issued = shop.json("voucher", "list", "--member", "A", "--status", "issued")
         assert [v["code"] for v in issued] == [latte]
@@ -552,10 +571,15 @@ def test_a_repriced_or_removed_reward_keeps_issued_vouchers_at_old_terms(
         latte = cli.json("reward", "redeem", "A", "latte")["voucher"]
     v2 = (
         SHOP.replace("{pending_days}", "0")
-        .replace('cost = 200\nkind = "discount-amount"\nvalue = "5.00"',
-                 'cost = 300\nkind = "discount-amount"\nvalue = "7.50"')
-        .replace('[[rewards]]\nkey = "latte"\nname = "Free latte"\ncost = 120\n'
-                 'kind = "free-product"\nproduct = "latte"\n', "")
+        .replace(
+            'cost = 200\nkind = "discount-amount"\nvalue = "5.00"',
+            'cost = 300\nkind = "discount-amount"\nvalue = "7.50"',
+        )
+        .replace(
+            '[[rewards]]\nkey = "latte"\nname = "Free latte"\ncost = 120\n'
+            'kind = "free-product"\nproduct = "latte"\n',
+            "",
+        )
     )
     with freeze_time("2026-05-02T09:00:00Z"):
         cli("program", "load", str(write_program(tmp_path, v2, "v2.toml")))
@@ -575,9 +599,7 @@ def test_a_repriced_or_removed_reward_keeps_issued_vouchers_at_old_terms(
 # ---- the nightly job's part -----------------------------------------------------------
 
 
-def test_expire_vouchers_marks_due_ones_once_and_refunds_nothing(
-    shop: Cli, engine: Engine
-) -> None:
+def test_expire_vouchers_marks_due_ones_once_and_refunds_nothing(shop: Cli, engine: Engine) -> None:
     from loyaltyctl.services.context import load_context
 
     seed(shop, "A", 1000)

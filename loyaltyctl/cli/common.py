@@ -67,7 +67,7 @@ def command(func: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return func(*args, **kwargs)
+            return _run_retrying_races(func, *args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
         except LoyaltyError as exc:
@@ -89,6 +89,22 @@ def command(func: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _run_retrying_races(func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """Run the command; once more if it lost a race on a unique key.
+
+    Two writers inserting the same new reference (or member) at once: the loser's insert
+    fails at commit. Commands are idempotent, so running it again reports the winner's
+    result as a duplicate, or a conflict, as if the two had come one after the other."""
+    try:
+        return func(*args, **kwargs)
+    except Exception as exc:
+        if type(exc).__name__ != "IntegrityError" or not type(exc).__module__.startswith(
+            "sqlalchemy"
+        ):
+            raise
+    return func(*args, **kwargs)
 
 
 def _translate_database_error(exc: Exception) -> LoyaltyError | None:

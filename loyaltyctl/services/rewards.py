@@ -629,7 +629,8 @@ def _pay_debt_first(
 
 def _refunded_lots(session: Session, refund_txn_id: int) -> list[Refunded]:
     rows = session.exec(
-        select(PointsLot.expires_on, PointsEntry.points)
+        select(col(PointsLot.expires_on), PointsEntry.points)
+        .select_from(PointsEntry)
         .join(PointsLot, col(PointsLot.id) == col(PointsEntry.lot_id))
         .where(PointsEntry.txn_id == refund_txn_id)
         .order_by(col(PointsEntry.id))

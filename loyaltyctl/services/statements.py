@@ -152,10 +152,12 @@ def period_of(first: date, last: date, program: Program) -> Period:
     if first > last:
         raise InvalidInput(
             f"--from {first} is after --to {last}",
-            hint="give the first and last day of the period, e.g. --from 2026-10-01 --to 2026-10-31",
+            hint="give the first and last day, e.g. --from 2026-10-01 --to 2026-10-31",
         )
     tz = program.program.tz
-    return Period(first, last, local_midnight(first, tz), local_midnight(last + timedelta(days=1), tz))
+    return Period(
+        first, last, local_midnight(first, tz), local_midnight(last + timedelta(days=1), tz)
+    )
 
 
 def month_days(text: str) -> tuple[date, date]:
@@ -202,7 +204,7 @@ def tiers_at(
     """Tier and tier-since date of each member as of ``moment``, from the ``tier_after``
     of its transactions known then (the last one wins; the since date is the day of the
     transaction that moved it to that tier). Members with none are at ``lowest``."""
-    found: dict[int, tuple[str, date | None]] = {mid: (lowest, None) for mid in member_ids}
+    found: dict[int, tuple[str, date | None]] = dict.fromkeys(member_ids, (lowest, None))
     if not member_ids:
         return found
     rows = session.connection().execute(
@@ -327,7 +329,7 @@ def _build_batch(session: Session, view: _View, members: Sequence[Member]) -> li
     for member in members:
         assert member.id is not None
         opening = openings.get(member.id, 0)
-        member_lines = _running(lines.get(member.id, []), opening)
+        member_lines = _running(lines.get(member.id, []), opening, tz)
         closing = member_lines[-1].balance if member_lines else opening
         tier, since = tiers[member.id]
         if _inactivity(spec):
@@ -489,7 +491,7 @@ def _capitalised(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _running(raw: Sequence[_RawLine], opening: int) -> list[StatementLine]:
+def _running(raw: Sequence[_RawLine], opening: int, tz: Any) -> list[StatementLine]:
     balance = opening
     lines = []
     for line in raw:
@@ -497,7 +499,7 @@ def _running(raw: Sequence[_RawLine], opening: int) -> list[StatementLine]:
         lines.append(
             StatementLine(
                 at=line.at,
-                date=line.at.date(),  # replaced below with the local date
+                date=local_date(line.at, tz),
                 ref=line.ref,
                 kind=line.kind,
                 description=line.description,
@@ -608,7 +610,8 @@ def _expiring_lots(
     )
     found: dict[int, list[ExpiringPoints]] = defaultdict(list)
     for member_id, day, points in rows:
-        found[member_id].append(ExpiringPoints(day, int(points)))
+        if day is not None:
+            found[member_id].append(ExpiringPoints(day, int(points)))
     return found
 
 
@@ -637,7 +640,9 @@ def _inactivity_expiring(
     return [ExpiringPoints(due, closing)]
 
 
-def _live_vouchers(session: Session, view: _View, ids: Sequence[int]) -> dict[int, list[LiveVoucher]]:
+def _live_vouchers(
+    session: Session, view: _View, ids: Sequence[int]
+) -> dict[int, list[LiveVoucher]]:
     """Vouchers issued and neither used, cancelled nor past their date at the moment the
     statement is taken; judged by timestamps, not by the current status, so a statement
     of an ended period does not change when a voucher is used later."""

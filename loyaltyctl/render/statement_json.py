@@ -1,0 +1,70 @@
+"""A statement as one JSON document (the fields of CLI.md first)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from loyaltyctl.render.timefmt import day, instant
+
+if TYPE_CHECKING:
+    from loyaltyctl.services.statements import Statement
+
+
+def statement_document(s: Statement) -> dict[str, Any]:
+    progress = s.progress
+    return {
+        "member": s.member,
+        "from": day(s.first),
+        "to": day(s.last),
+        "opening_balance": s.opening_balance,
+        "lines": [
+            {
+                "at": instant(line.at),
+                "ref": line.ref,
+                "kind": line.kind,
+                "points": line.points,
+                "balance": line.balance,
+                "date": day(line.date),
+                "description": line.description,
+                "recorded_at": instant(line.recorded_at),
+                "backdated": line.backdated,
+            }
+            for line in s.lines
+        ],
+        "closing_balance": s.closing_balance,
+        "tier": s.tier,
+        "expiring": [{"date": day(e.date), "points": e.points} for e in s.expiring],
+        "name": s.name,
+        "program": s.program,
+        "program_name": s.program_name,
+        "currency": s.currency,
+        "timezone": s.timezone,
+        "totals": dict(s.totals),
+        "tier_name": s.tier_name,
+        "hold_until": day(s.hold_until),
+        "tier_progress": {
+            "metric": progress.metric,
+            "window_from": day(progress.window_from),
+            "window_to": day(progress.window_to),
+            "activity": progress.activity,
+            "next_tier": progress.next_tier,
+            "next_min": progress.next_min,
+            "needed": progress.needed,
+        },
+        "vouchers": [
+            {
+                "code": v.code,
+                "reward": v.reward,
+                "name": v.name,
+                "points": v.points,
+                "issued_at": instant(v.issued_at),
+                "expires_at": instant(v.expires_at),
+            }
+            for v in s.vouchers
+        ],
+    }
+
+
+def statement_json(s: Statement) -> str:
+    return json.dumps(statement_document(s), ensure_ascii=False, indent=2) + "\n"

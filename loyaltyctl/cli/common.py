@@ -10,7 +10,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 class State:
     db: str | None = None
     debug: bool = False
+    # The program's zone once a command has loaded one: people read local times.
+    display_tz: tzinfo | None = None
 
 
 STATE = State()
@@ -136,7 +138,9 @@ def open_session(*, write: bool = True, dry_run: bool = False) -> Iterator[Sessi
 def program_context(session: Session, key: str | None) -> ProgramContext:
     from loyaltyctl.services.context import load_context
 
-    return load_context(session, key)
+    ctx = load_context(session, key)
+    STATE.display_tz = ctx.spec.program.tz
+    return ctx
 
 
 # ---- output -------------------------------------------------------------------------
@@ -179,7 +183,7 @@ def cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        return value.astimezone(STATE.display_tz or UTC).strftime("%Y-%m-%d %H:%M %Z")
     if isinstance(value, date):
         return value.isoformat()
     return str(value)

@@ -12,14 +12,29 @@ app = typer.Typer(help="The database: schema upgrades and ledger checks.", no_ar
 
 @app.command("upgrade")
 @command
-def upgrade() -> None:
+def upgrade(json_out: JsonOpt = False) -> None:
     """Bring the schema up to date (every command also does it on first use)."""
     from loyaltyctl.cli.common import STATE
-    from loyaltyctl.store.db import SCHEMA_HEAD, open_database
+    from loyaltyctl.store.db import (
+        SCHEMA_HEAD,
+        current_revision,
+        ensure_schema,
+        make_engine,
+        resolve_url,
+    )
 
-    engine = open_database(STATE.db)
-    engine.dispose()
-    say(f"database schema is at revision {SCHEMA_HEAD}")
+    engine = make_engine(resolve_url(STATE.db))
+    try:
+        before = current_revision(engine)
+        ensure_schema(engine)
+    finally:
+        engine.dispose()
+    if json_out:
+        emit_json({"revision": SCHEMA_HEAD, "previous": before, "upgraded": before != SCHEMA_HEAD})
+    elif before == SCHEMA_HEAD:
+        say(f"database schema is up to date (revision {SCHEMA_HEAD})")
+    else:
+        say(f"database schema upgraded from {before or 'empty'} to revision {SCHEMA_HEAD}")
 
 
 @app.command("check")

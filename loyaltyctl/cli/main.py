@@ -55,6 +55,7 @@ def root(
     """Run a customer loyalty program: points, tiers and rewards on an exact ledger."""
     STATE.db = db_url
     STATE.debug = debug
+    STATE.display_tz = None
 
 
 def main() -> None:

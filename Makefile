@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DB := demo/demo.db
 
-.PHONY: demo test lint format bench venv pg-install clean
+.PHONY: demo test lint format bench venv pg-install browser-install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,7 +35,13 @@ pg-install:
 	  { echo "installing PostgreSQL binaries with apt"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
-test: $(STAMP) pg-install lint
+# The HTML statement test renders a page in headless Chromium.
+browser-install:
+	@command -v chromium >/dev/null 2>&1 || \
+	  { echo "installing Chromium with apt (for the HTML statement test)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: $(STAMP) pg-install browser-install lint
 	$(BIN)/pytest -q
 
 bench: $(STAMP) pg-install

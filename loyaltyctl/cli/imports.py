@@ -1,9 +1,268 @@
-"""Placeholder: filled in by its issue."""
+"""``member import`` and ``txn import``: members and transactions in bulk from CSV or JSON
+Lines files.
+
+Transactions: with ``--rejects`` each batch of rows is committed on its own (an import
+killed half-way keeps the batches it committed; run again, those rows are duplicates by
+their references), bad rows go to the rejects file and the rest goes in. Without it the
+whole file is one transaction: any bad row fails the import and nothing is written.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
+
+from loyaltyctl.cli.common import (
+    STATE,
+    JsonOpt,
+    ProgramOpt,
+    command,
+    emit_json,
+    err,
+    now,
+    program_context,
+    say,
+)
+from loyaltyctl.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from loyaltyctl.services.imports import BatchResult, ImportFile, ImportSummary
+
+FileArg = Annotated[
+    Path, typer.Argument(help="A CSV file with a header row, or a JSON Lines file.")
+]
+RejectsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--rejects",
+        help="Write bad rows to this file (the input's format, with line and reason) and "
+        "import the rest, committing batch by batch. Without it any bad row fails the whole "
+        "import and nothing is written.",
+    ),
+]
+DryRunOpt = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run", help="Report what the import would do; write nothing to the database."
+    ),
+]
+FormatOpt = Annotated[
+    str | None,
+    typer.Option("--format", help="csv or jsonl. Default: from the file's extension."),
+]
+
+BATCH_ROWS_ENV = "LOYALTYCTL_IMPORT_BATCH_ROWS"
+# Test hook: SIGKILL this process after that many batches, to prove a killed import
+# re-runs to exactly-once.
+DIE_AFTER_ENV = "LOYALTYCTL_TEST_DIE_AFTER_BATCHES"
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add ``import`` to the ``member`` and ``txn`` groups main.py mounted."""
+    from loyaltyctl.cli import member, txn
+
+    member.app.command("import")(member_import)
+    txn.app.command("import")(txn_import)
+
+
+@command
+def member_import(
+    file: FileArg,
+    rejects: RejectsOpt = None,
+    dry_run: DryRunOpt = False,
+    fmt: FormatOpt = None,
+    program: ProgramOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Enroll members from a file (as member enroll would, signup bonus included).
+
+    Columns: member (required), name, email, phone, birthday, enrolled_at, and
+    opening_balance / opening_expires for points brought from another system. A member
+    already enrolled with the same details is a duplicate; with different ones, a conflict.
+    """
+    _run("member", file, rejects, dry_run, fmt, program, json_out)
+
+
+@command
+def txn_import(
+    file: FileArg,
+    rejects: RejectsOpt = None,
+    dry_run: DryRunOpt = False,
+    fmt: FormatOpt = None,
+    program: ProgramOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Post purchases, returns and adjustments from a file, in file order.
+
+    Columns: type (purchase by default, return, adjust), member, ref, amount, at, category,
+    original (returns), points and reason (adjustments). Rows already posted with the same
+    data are duplicates, so running a file again changes nothing.
+    """
+    _run("txn", file, rejects, dry_run, fmt, program, json_out)
+
+
+def _run(
+    kind: str,
+    file: Path,
+    rejects: Path | None,
+    dry_run: bool,
+    fmt: str | None,
+    program: str | None,
+    json_out: bool,
+) -> None:
+    from loyaltyctl.services import imports as svc
+    from loyaltyctl.store.db import open_database, session_scope
+
+    started = time.perf_counter()
+    source = svc.ImportFile(file, svc.MEMBER_LAYOUT if kind == "member" else svc.TXN_LAYOUT, fmt)
+    if rejects is not None and rejects.resolve() == file.resolve():
+        raise InvalidInput("--rejects must not be the file being imported")
+    importer_class: Any = svc.MemberImporter if kind == "member" else svc.TxnImporter
+    batch_rows = _env_count(BATCH_ROWS_ENV, svc.DEFAULT_BATCH_ROWS)
+    die_after = _env_count(DIE_AFTER_ENV, 0)
+    batch_by_batch = rejects is not None and not dry_run
+    summary = svc.ImportSummary(
+        file=str(file), dry_run=dry_run, rejects_file=str(rejects) if rejects else None
+    )
+    if batch_by_batch:
+        # Nothing may be committed before an unknown field is refused.
+        source.check_fields()
+    engine = open_database(STATE.db)
+    out = svc.RejectsFile(rejects, source) if rejects is not None else None
+    progress = _Progress(source, enabled=not json_out and sys.stderr.isatty())
+
+    def record(number: int, result: BatchResult) -> None:
+        summary.add(result)
+        if out is not None:
+            out.write(result.rejected)
+        progress.advance(result)
+        if die_after and number >= die_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    try:
+        with progress:
+            if batch_by_batch:
+                with session_scope(engine, write=False) as session:
+                    ctx = program_context(session, program)
+                importer = importer_class(ctx, now=now(), keeps_locks=False)
+                for number, rows in enumerate(source.batches(batch_rows), 1):
+                    with session_scope(engine) as session:
+                        result = importer.apply(session, rows)
+                    record(number, result)
+            else:
+                with session_scope(engine, dry_run=dry_run) as session:
+                    ctx = program_context(session, program)
+                    importer = importer_class(ctx, now=now(), keeps_locks=True)
+                    for number, rows in enumerate(source.batches(batch_rows), 1):
+                        record(number, importer.apply(session, rows))
+                    if summary.rejected and out is None:
+                        raise _bad_rows(summary, file)
+    finally:
+        if out is not None:
+            out.close()
+        engine.dispose()
+    summary.seconds = round(time.perf_counter() - started, 3)
+    _render(kind, summary, json_out)
+
+
+def _env_count(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise InvalidInput(f"{name}={raw!r} is not a positive whole number")
+    return int(raw)
+
+
+def _bad_rows(summary: ImportSummary, file: Path) -> InvalidInput:
+    count = summary.rejected
+    lines = [f"  line {r.row.line}: {r.reason}" for r in summary.first_rejected]
+    if count > len(lines):
+        lines.append(f"  … and {count - len(lines)} more")
+    what = "would be imported (dry run)" if summary.dry_run else "was imported"
+    return InvalidInput(
+        f"{count} bad row{'s' if count != 1 else ''} in {file}; nothing {what}:\n"
+        + "\n".join(lines),
+        hint="fix them, or pass --rejects FILE to import the good rows and set the bad ones "
+        "aside (with --dry-run to only list them)",
+    )
+
+
+def _render(kind: str, summary: ImportSummary, json_out: bool) -> None:
+    if json_out:
+        emit_json(
+            {
+                "file": summary.file,
+                "rows": summary.rows,
+                "applied": summary.applied,
+                "duplicates": summary.duplicates,
+                "rejected": summary.rejected,
+                "dry_run": summary.dry_run,
+                "seconds": summary.seconds,
+                "rejects_file": summary.rejects_file,
+            }
+        )
+        return
+    rate = summary.rows / summary.seconds if summary.seconds else 0.0
+    rejected = f"{summary.rejected} rejected"
+    if summary.rejected and summary.rejects_file:
+        rejected += f" (in {summary.rejects_file})"
+    note = " — dry run, nothing written" if summary.dry_run else ""
+    say(
+        f"{kind} import of {summary.file}: {summary.rows} rows, {summary.applied} applied, "
+        f"{summary.duplicates} duplicates, {rejected} in {summary.seconds:.2f} s "
+        f"({rate:,.0f} rows/s){note}"
+    )
+    if summary.rejected and summary.rejects_file:
+        err(f"warning: {rejected}")
+
+
+class _Progress:
+    """Rows and rows per second on stderr, only for a person at a terminal."""
+
+    def __init__(self, source: ImportFile, *, enabled: bool) -> None:
+        self.source = source
+        self.enabled = enabled
+        self.rows = 0
+        self.started = time.perf_counter()
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _Progress:
+        if not self.enabled:
+            return self
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(
+            TextColumn("importing"),
+            BarColumn(),
+            TextColumn("{task.fields[rows]:,} rows"),
+            TextColumn("{task.fields[rate]:,.0f} rows/s"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR"))),
+        )
+        self._task = self._bar.add_task(
+            "import", total=max(self.source.count_lines(), 1), rows=0, rate=0.0
+        )
+        self._bar.start()
+        return self
+
+    def advance(self, result: BatchResult) -> None:
+        self.rows += result.rows
+        if self._bar is None:
+            return
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        self._bar.update(
+            self._task, completed=result.last_line, rows=self.rows, rate=self.rows / elapsed
+        )
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()

@@ -220,8 +220,9 @@ def expire(
     program: ProgramOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Expire every lot of points due by the as-of date; a later date catches up on
-    missed nights, running it again for a date changes nothing."""
+    """Expire every lot of points due by the as-of date.
+
+    A later date catches up on missed nights; running again for a date changes nothing."""
     if typer_ctx.invoked_subcommand is not None:
         return
     with _database() as engine:
@@ -266,8 +267,10 @@ def notices(
     ] = None,
     program: ProgramOpt = None,
 ) -> None:
-    """Members, points and dates of what will expire within the period after the as-of
-    day, for an e-mail tool: CSV or JSON Lines."""
+    """List the points that will expire soon, per member and date, for an e-mail tool.
+
+    Covers the days after the as-of day up to --within (the as-of day's own run takes
+    what is due on it). CSV with a header, or JSON Lines."""
     from loyaltyctl.rules.timeutil import parse_day
     from loyaltyctl.services.jobs import expiry_notices, resolve_as_of
     from loyaltyctl.store.db import session_scope
@@ -379,8 +382,10 @@ def review(
     program: ProgramOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Re-evaluate members whose tier hold ended (requalify or move down), undo tiers
-    bought and returned, and move up anyone who qualifies for more."""
+    """Review tiers: requalify or move down members whose hold ended.
+
+    Also moves down, whatever the hold, a member whose tier was bought and returned, and
+    moves up anyone whose window qualifies for a higher tier."""
     with _database() as engine:
         key, day = _prepare(engine, program, as_of)
         with _locked(engine, key):
@@ -412,8 +417,10 @@ def nightly(
     program: ProgramOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Points expiry, tier review and voucher expiry in one run, for one crontab line:
-    one summary, one exit code. Each job is idempotent for its date."""
+    """Run points expiry, tier review and voucher expiry: one crontab line.
+
+    One summary, one exit code. Each job is recorded per as-of date: running again
+    changes nothing, a later date catches up on missed nights."""
     with _database() as engine:
         key, day = _prepare(engine, program, as_of)
         with _locked(engine, key):

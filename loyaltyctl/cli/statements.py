@@ -252,7 +252,7 @@ def _statement_all(
         stream = iter_statements(
             session, ctx, first=first, last=last, now=now(), only_active=only_active
         )
-        with _atomic_file(out / "index.csv") as index, _progress(total) as advance:
+        with _atomic_file(out / "index.csv") as index, _progress(total, json_out) as advance:
             writer = csv.writer(index, lineterminator="\n")
             writer.writerow(INDEX_COLUMNS)
             for members, result in stream:
@@ -288,9 +288,9 @@ def _statement_all(
 
 
 @contextmanager
-def _progress(total: int) -> Iterator[Any]:
-    """A progress bar on stderr when it is a terminal; a no-op under cron."""
-    if not _progress_wanted():
+def _progress(total: int, json_out: bool) -> Iterator[Any]:
+    """A progress bar on stderr when it is a terminal; a no-op under cron or --json."""
+    if json_out or not _progress_wanted():
         yield lambda done: None
         return
     from rich.console import Console
@@ -405,7 +405,7 @@ def _export(kind: str, since: str | None, fmt: str | None, out: str, program: st
         else:
             with _atomic_file(Path(out)) as handle:
                 count = write_rows(handle, chosen, result.columns, result.rows)
-    err(f"exported {count} {kind} rows to {out}")
+    err(f"exported {count} rows of {kind} to {out}")
 
 
 @export_app.command("members")

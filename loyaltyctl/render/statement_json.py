@@ -66,5 +66,18 @@ def statement_document(s: Statement) -> dict[str, Any]:
     }
 
 
+_compact = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
+
+
 def statement_json(s: Statement) -> str:
-    return json.dumps(statement_document(s), ensure_ascii=False, indent=2) + "\n"
+    """One key per line and one list item (a movement, an expiry) per line: readable, and
+    encoded by the C encoder (``indent`` would make it pure Python, a third of the time of
+    a bulk run)."""
+    parts = []
+    for key, value in statement_document(s).items():
+        if isinstance(value, list) and value:
+            text = "[\n" + ",\n".join(f"    {_compact(item)}" for item in value) + "\n  ]"
+        else:
+            text = _compact(value)
+        parts.append(f"  {_compact(key)}: {text}")
+    return "{\n" + ",\n".join(parts) + "\n}\n"

@@ -248,7 +248,8 @@ def run_expire(
     assert run.id is not None
     tz = ctx.spec.program.tz
     start = local_midnight(as_of, tz)
-    version = ctx.version_at(start)
+    # The version in force when the as-of day ends: the latest one a run can know of.
+    version = ctx.version_at(end_of_local_day(as_of, tz))
     member = _member.alias("m")
     lot = _lot.alias("l")
     condition = _due_condition(ctx, version.spec, as_of, lot, member)
@@ -280,12 +281,15 @@ def run_expire(
         written = 0
         for low, high in _batches(session, due, batch_size):
             in_batch = and_(due.c.lot_id > low, due.c.lot_id <= high)
-            written += _write_entries(session, due, in_batch, run.id, version.id, start, now)
+            _write_entries(session, due, in_batch, run.id, version.id, start, now)
             session.execute(
                 update(_lot)
                 .where(_lot.c.id.in_(select(due.c.lot_id).where(in_batch)))
                 .values(remaining=0)
             )
+            # Every batch but the last holds exactly batch_size lots (rowcount of an
+            # INSERT … SELECT is not reported by every driver).
+            written = min(written + batch_size, count)
             if progress:
                 progress(written, count)
         session.execute(
@@ -373,11 +377,11 @@ def _write_entries(
     version_id: int,
     start: datetime,
     now: datetime,
-) -> int:
+) -> None:
     # Points leave at the start of the as-of day, but never before they were earned
     # (a lot earned on its own expiry day).
     at = case((due.c.earned_at > start, due.c.earned_at), else_=literal(start, UTCDateTime()))
-    result = session.execute(
+    session.execute(
         insert(_entry).from_select(
             [
                 "member_id",
@@ -401,7 +405,6 @@ def _write_entries(
             ).where(in_batch),
         )
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 # ---- tier review ------------------------------------------------------------------------
@@ -459,7 +462,7 @@ def review_tiers(
 ) -> TierResult:
     """Re-evaluate tiers as of ``as_of``:
 
-    1. a member whose tier was bought and returned (returns dated at the purchase took the
+    1. a member whose tier was bought and returned (purchases returned in full took the
        window that earned it below the threshold) goes to the level that window still
        qualifies for, whatever the hold;
     2. a member whose hold ended is requalified on the window ending at ``as_of`` (the
@@ -479,7 +482,7 @@ def review_tiers(
             True,
             dry_run,
         )
-    spec = ctx.version_at(local_midnight(as_of, ctx.spec.program.tz)).spec
+    spec = ctx.version_at(end_of_local_day(as_of, ctx.spec.program.tz)).spec
     seen: dict[int, _Tiered] = {}
     reviewed: set[int] = set()
     if len(spec.tiers.levels) > 1:
@@ -502,7 +505,11 @@ def review_tiers(
             if level_index(spec, target) > level_index(spec, current.new_tier):
                 current.move(target, as_of, "qualified")
                 reviewed.add(state.id)
-    changed = [s for s in seen.values() if (s.new_tier, s.new_since) != (s.tier, s.since)]
+    # In id order, like every writer that touches several members.
+    changed = sorted(
+        (s for s in seen.values() if (s.new_tier, s.new_since) != (s.tier, s.since)),
+        key=lambda s: s.id,
+    )
     _apply_tiers(session, changed, now)
     up = [s for s in changed if level_index(spec, s.new_tier) > level_index(spec, s.tier)]
     down = [s for s in changed if level_index(spec, s.new_tier) < level_index(spec, s.tier)]
@@ -619,8 +626,9 @@ def _returned_upgrades(
 ) -> Iterator[tuple[_Tiered, Decimal]]:
     """Members above the lowest tier with a return dated (at its purchase) inside the
     window that earned their tier, with the best activity that still backs the tier: that
-    window now net of returns, or the window ending on ``as_of`` (within the same
-    calendar year for calendar-year programs) when later purchases requalify them."""
+    window without the purchases returned in full, or the window ending on ``as_of``
+    (within the same calendar year for calendar-year programs) when later purchases
+    requalify them."""
     m, t = _member, _txn
     lowest = spec.tier_keys()[0]
     sinces = [
@@ -672,17 +680,27 @@ def _returned_upgrades(
                 r.c.qual_at < w.c.earned_end,
             )
         )
+        # Only a purchase returned in full unbuys the tier it earned (its last return
+        # takes the visit back); a partial return lowers activity from now on but does
+        # not undo an upgrade within its hold (EXAMPLES.md, member M1).
+        full = (
+            select(r.c.original_id.label("original_id"))
+            .where(r.c.kind == "return", r.c.qual_visits < 0)
+            .subquery("full_return")
+        )
+        backing = and_(in_earned, t.c.kind != "return", full.c.original_id.is_(None))
         rows = session.execute(
             select(
                 m.c.id,
                 m.c.code,
                 m.c.tier,
                 m.c.tier_since,
-                func.sum(case((in_earned, metric), else_=0)),
+                func.sum(case((backing, metric), else_=0)),
                 func.sum(case((in_now, metric), else_=0)),
             )
             .select_from(
-                m.join(w, w.c.since == m.c.tier_since).join(
+                m.join(w, w.c.since == m.c.tier_since)
+                .join(
                     t,
                     and_(
                         t.c.member_id == m.c.id,
@@ -690,6 +708,7 @@ def _returned_upgrades(
                         t.c.qual_at < w.c.now_end,
                     ),
                 )
+                .outerjoin(full, full.c.original_id == t.c.id)
             )
             .where(m.c.program_id == ctx.id, m.c.tier != lowest, returned)
             .group_by(m.c.id, m.c.code, m.c.tier, m.c.tier_since)

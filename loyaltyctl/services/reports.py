@@ -1,10 +1,10 @@
 """The owner's summary: members, points and liability as of a date.
 
 Every figure is taken from the ledger as it stood at the end of the as-of day (program
-time zone): an entry counts once it is effective (``at``) and recorded (``recorded_at``)
-before that instant, so a report for a past date never changes when later activity,
-backdated or not, arrives. Set-based SQL: a handful of aggregate queries whatever the
-number of members.
+time zone): an entry counts once it is effective (``at``) before that instant, so a
+report for a past date never changes when later activity arrives, and history migrated
+in with past dates shows in the reports of those dates. Set-based SQL: a handful of
+aggregate queries whatever the number of members.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select
-from sqlalchemy.orm import aliased
+from sqlalchemy import ColumnElement, and_, case, func, select
 from sqlmodel import Session, col
 
 from loyaltyctl.errors import InvalidInput
@@ -205,24 +204,10 @@ def _rate(part: int, whole: int) -> float:
 
 
 def _known_members(program_id: int, moment: datetime) -> Any:
-    """Members enrolled before ``moment`` whose enrolment was recorded by then. A member
-    row has no recording time of its own; its signup transaction (when the program gives
-    a signup bonus) has one, and an import of old members must not change past reports."""
-    signup = aliased(Txn)
+    """Members enrolled before ``moment``."""
     return (
         select(col(Member.id).label("id"), col(Member.enrolled_at).label("enrolled_at"))
-        .outerjoin(
-            signup,
-            and_(
-                col(signup.member_id) == col(Member.id),
-                col(signup.ref) == literal("signup:") + col(Member.code),
-            ),
-        )
-        .where(
-            col(Member.program_id) == program_id,
-            col(Member.enrolled_at) < moment,
-            or_(col(signup.id).is_(None), col(signup.recorded_at) < moment),
-        )
+        .where(col(Member.program_id) == program_id, col(Member.enrolled_at) < moment)
         .subquery()
     )
 
@@ -295,7 +280,7 @@ def _tiers_from_history(
             func.row_number()
             .over(
                 partition_by=col(Txn.member_id),
-                order_by=(col(Txn.recorded_at).desc(), col(Txn.id).desc()),
+                order_by=(col(Txn.occurred_at).desc(), col(Txn.id).desc()),
             )
             .label("rank"),
         )

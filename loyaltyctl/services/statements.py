@@ -1,16 +1,15 @@
 """Member statements: what a member sees of the program for a period.
 
-A statement is a function of the ledger *as recorded at the end of its period*: an entry
-belongs to the picture at moment ``E`` when it was both effective (``at < E``) and
-recorded (``recorded_at < E``) by then. The lines of a period [S, E) are the entries known
-at E but not at S, so
+A statement places every entry by its effective time (``at``) in the program's time zone:
+the lines of a period [S, E) are the entries effective in it, so
 
-- opening = what was known at S, closing = what is known at E, opening + lines = closing;
-- a statement of a period that has ended never changes: anything written later has a
-  ``recorded_at`` after its end;
-- an entry recorded later but effective in an earlier period (a backdated purchase) is a
-  line of the period in which it was *recorded*, flagged ``backdated`` and dated by its
-  effective time, instead of silently rewriting the earlier statement.
+- opening = entries effective before S, closing = entries effective before E, and
+  opening + lines = closing, always;
+- a statement of a period that has ended never changes when later activity arrives;
+- history loaded or posted later with a past date (``--at``, imports of old sales) lands
+  in the period it belongs to, so statements of migrated history are complete — but such
+  a line is flagged ``backdated`` (recorded after the period ended), so a statement that
+  changed because of it says so instead of being rewritten silently.
 
 Everything else on a statement (tier, progress, expiring points, live vouchers, program
 name) is computed as of the same moment, so it is just as stable. Bulk statements build
@@ -29,7 +28,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, not_, or_, select
+from sqlalchemy import ColumnElement, func, not_, or_, select
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col
 
@@ -185,12 +184,12 @@ def statement_period(ctx: ProgramContext, first: date, last: date) -> tuple[Peri
 
 
 def entry_known(moment: datetime) -> ColumnElement[bool]:
-    """An entry is part of the picture at ``moment`` once it is effective and recorded."""
-    return and_(col(PointsEntry.at) < moment, col(PointsEntry.recorded_at) < moment)
+    """An entry is part of the picture at ``moment`` once it is effective."""
+    return col(PointsEntry.at) < moment
 
 
 def txn_known(moment: datetime) -> ColumnElement[bool]:
-    return and_(col(Txn.occurred_at) < moment, col(Txn.recorded_at) < moment)
+    return col(Txn.occurred_at) < moment
 
 
 def tiers_at(
@@ -210,7 +209,7 @@ def tiers_at(
     rows = session.connection().execute(
         select(col(Txn.member_id), col(Txn.tier_after), col(Txn.occurred_at))
         .where(col(Txn.member_id).in_(member_ids), txn_known(moment), col(Txn.tier_after) != "")
-        .order_by(col(Txn.member_id), col(Txn.recorded_at), col(Txn.id))
+        .order_by(col(Txn.member_id), col(Txn.occurred_at), col(Txn.id))
     )
     for member_id, tier, occurred in rows:
         current, since = found[member_id]
@@ -285,31 +284,31 @@ def iter_statements(
     done = 0
     while True:
         members = list(
-            session.exec(
-                _member_select()
+            session.connection().execute(
+                select(
+                    col(Member.id),
+                    col(Member.code),
+                    col(Member.name),
+                    col(Member.tier),
+                    col(Member.tier_since),
+                    col(Member.enrolled_at),
+                )
                 .where(col(Member.program_id) == ctx.id, col(Member.id) > after)
                 .order_by(col(Member.id))
                 .limit(batch_size)
-            ).all()
+            )
         )
         if not members:
             return
-        after = members[-1].id or 0
-        statements = _build_batch(session, view, members)
-        # The batch's ORM objects are not needed again: keep the identity map small.
-        session.expunge_all()
-        for statement in statements:
+        after = members[-1].id
+        for statement in _build_batch(session, view, members):
             done += 1
             yield done, (None if only_active and not statement.lines else statement)
 
 
-def _member_select() -> Any:
-    from sqlmodel import select as orm_select
-
-    return orm_select(Member)
-
-
-def _build_batch(session: Session, view: _View, members: Sequence[Member]) -> list[Statement]:
+def _build_batch(session: Session, view: _View, members: Sequence[Any]) -> list[Statement]:
+    """Statements of ``members`` (Member rows or objects: id, code, name, tier,
+    tier_since, enrolled_at)."""
     ids = [m.id for m in members if m.id is not None]
     spec = view.spec
     tz = spec.program.tz
@@ -454,7 +453,7 @@ def _lines(session: Session, view: _View, ids: Sequence[int]) -> dict[int, list[
                 description=_describe(row, digits, currency),
                 points=int(row.points),
                 recorded_at=as_utc(row.recorded_at),
-                backdated=at < period.start,
+                backdated=as_utc(row.recorded_at) >= period.end,
             )
         )
     return found
@@ -550,7 +549,7 @@ def _window_activity(session: Session, view: _View, ids: Sequence[int]) -> dict[
         select(col(Txn.member_id), func.sum(column))
         .where(
             col(Txn.member_id).in_(ids),
-            col(Txn.recorded_at) < view.period.end,
+            col(Txn.occurred_at) < view.period.end,
             col(Txn.qual_at) >= local_midnight(start, tz),
             col(Txn.qual_at) < local_midnight(end, tz),
         )
@@ -662,7 +661,6 @@ def _live_vouchers(
         .join(Txn, col(Txn.id) == col(Voucher.txn_id))
         .where(
             col(Voucher.member_id).in_(ids),
-            col(Txn.recorded_at) <= moment,
             col(Voucher.issued_at) <= moment,
             col(Voucher.expires_at) > moment,
             or_(col(Voucher.used_at).is_(None), col(Voucher.used_at) > moment),

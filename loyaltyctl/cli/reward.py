@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -149,15 +150,29 @@ def redeem(
     )
 
 
+def _when(ctx: Any, at: str | None) -> datetime | None:
+    """``--at`` in the program's zone, or now."""
+    from loyaltyctl.rules.timeutil import parse_when
+
+    if at is None:
+        return None
+    when = parse_when(at, ctx.spec.program.tz)
+    if when > now():
+        raise InvalidInput(f"--at {at} is in the future", hint="leave --at out to mean now")
+    return when
+
+
 @reward_app.command("use")
 @command
-def use(voucher: VoucherArg, program: ProgramOpt = None, json_out: JsonOpt = False) -> None:
+def use(
+    voucher: VoucherArg, at: AtOpt = None, program: ProgramOpt = None, json_out: JsonOpt = False
+) -> None:
     """At the till: mark an issued voucher used (a used, cancelled or expired one: exit 6)."""
     from loyaltyctl.services.rewards import use_voucher
 
     with open_session() as session:
         ctx = program_context(session, program)
-        view = use_voucher(session, ctx, voucher, now=now())
+        view = use_voucher(session, ctx, voucher, now=now(), at=_when(ctx, at))
     if json_out:
         emit_json(view)
         return
@@ -169,13 +184,15 @@ def use(voucher: VoucherArg, program: ProgramOpt = None, json_out: JsonOpt = Fal
 
 @reward_app.command("cancel")
 @command
-def cancel(voucher: VoucherArg, program: ProgramOpt = None, json_out: JsonOpt = False) -> None:
+def cancel(
+    voucher: VoucherArg, at: AtOpt = None, program: ProgramOpt = None, json_out: JsonOpt = False
+) -> None:
     """Cancel an issued voucher: its points go back with their original expiry dates."""
     from loyaltyctl.services.rewards import cancel_voucher
 
     with open_session() as session:
         ctx = program_context(session, program)
-        result = cancel_voucher(session, ctx, voucher, now=now())
+        result = cancel_voucher(session, ctx, voucher, now=now(), at=_when(ctx, at))
     if json_out:
         emit_json(result)
         return

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, text
+from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
@@ -41,9 +41,10 @@ from loyaltyctl.rules.tiers import qualified_level, window_bounds
 from loyaltyctl.rules.timeutil import local_date, local_midnight, parse_day, parse_when
 from loyaltyctl.services.context import ProgramContext, VersionInfo
 from loyaltyctl.services.members import signup_ref
-from loyaltyctl.store.models import Member, PointsLot, Txn
+from loyaltyctl.store.models import Member, Txn
 
 DEFAULT_BATCH_ROWS = 10_000
+SQLITE_CACHE_KIB = 256 * 1024
 # Qualifying activity kept in memory between batches (member-days); past this the cache is
 # dropped and reloaded from the database, so memory stays bounded however large the file.
 TRACKER_LIMIT = 2_000_000
@@ -476,6 +477,7 @@ class Tracker:
 
     def __init__(self, views: list[tuple[ZoneInfo, str]]) -> None:
         self.views = views
+        self.zones = [tz.key for tz, _ in views]
         self.members: dict[int, list[Activity]] = {}
         self.size = 0
 
@@ -492,13 +494,26 @@ class Tracker:
         """A member new in this batch: no activity anywhere before."""
         self.members[member_id] = [Activity(0) for _ in self.views]
 
-    def add(self, member_id: int, qual_at: datetime, points: int, spend: int, visits: int) -> None:
+    def add(
+        self,
+        member_id: int,
+        qual_at: datetime,
+        points: int,
+        spend: int,
+        visits: int,
+        local: tuple[str, date] | None = None,
+    ) -> None:
+        """Count a transaction's qualifying activity; ``local`` is its program-local day
+        in one time zone when the caller knows it already."""
         acts = self.members.get(member_id)
         if acts is None:
             return
-        for (tz, metric), act in zip(self.views, acts, strict=True):
+        for (tz, metric), name, act in zip(self.views, self.zones, acts, strict=True):
             value = points if metric == "points" else spend if metric == "spend" else visits
-            if value and act.add(local_date(qual_at, tz).toordinal(), value):
+            if not value:
+                continue
+            day = local[1] if local is not None and local[0] == name else local_date(qual_at, tz)
+            if act.add(day.toordinal(), value):
                 self.size += 1
 
     def activity(self, member_id: int, view: int, lo: int, hi: int) -> int:
@@ -522,7 +537,7 @@ class Tracker:
             self.members[member_id] = [Activity(first) for _ in self.views]
         ids = sorted(missing)
         for chunk in _chunks(ids):
-            rows = session.execute(
+            rows = session.connection().execute(
                 select(
                     col(Txn.member_id),
                     col(Txn.qual_at),
@@ -563,42 +578,55 @@ class MemberState:
     birthday: date | None = None
     erased: bool = False
     lots: list[OpenLot] | None = None
+    # The key of the last lot of the stored ones loaded in order (None: none of them);
+    # ``lots_complete`` once every stored lot with points left is loaded.
+    horizon: tuple[Any, ...] | None = None
+    lots_complete: bool = False
     changed: bool = False
     new: bool = False
     _enrolled_day: date | None = None
+    _enrolled_start: datetime | None = None
 
     def enrolled_day(self, tz: ZoneInfo) -> date:
         if self._enrolled_day is None:
             self._enrolled_day = local_date(self.enrolled_at, tz)
         return self._enrolled_day
 
+    def before_enrolment(self, moment: datetime, tz: ZoneInfo) -> bool:
+        """Whether ``moment`` falls on a program-local day before the enrolment day."""
+        if self._enrolled_start is None:
+            self._enrolled_start = local_midnight(self.enrolled_day(tz), tz)
+        return moment < self._enrolled_start
+
 
 class OpenLot:
     """A lot with points left that a debit of this batch may take from. ``row`` is the
-    insert row of a lot made in this batch (its remainder is written on insert)."""
+    insert row of a lot made in this batch (its remainder is written on insert).
 
-    __slots__ = ("id", "txn_id", "expires_on", "earned_at", "remaining", "initial", "row")
+    ``key`` orders lots as ledger.open_lots does (oldest-expiring first, no expiry last,
+    then oldest earned, then id), on the values as stored: SQLite's ISO text sorts as its
+    dates and times do, PostgreSQL's are dates and times."""
+
+    __slots__ = ("id", "txn_id", "key", "remaining", "initial", "row")
 
     def __init__(
         self,
         id: int,
         txn_id: int,
-        expires_on: date | None,
-        earned_at: datetime,
+        expires_on: Any,
+        earned_at: Any,
         remaining: int,
         row: list[Any] | None = None,
     ) -> None:
         self.id = id
         self.txn_id = txn_id
-        self.expires_on = expires_on
-        self.earned_at = earned_at
+        self.key = (expires_on is None, "" if expires_on is None else expires_on, earned_at, id)
         self.remaining = remaining
         self.initial = remaining
         self.row = row
 
-    def order(self) -> tuple[bool, date, datetime, int]:
-        # ledger.open_lots: oldest-expiring first, no expiry last, then oldest earned.
-        return (self.expires_on is None, self.expires_on or date.min, self.earned_at, self.id)
+    def order(self) -> tuple[Any, ...]:
+        return self.key
 
 
 class KnownTxn:
@@ -681,7 +709,8 @@ def fetch_members(
             .order_by(col(Member.code))
             .with_for_update()
         )
-        for row in session.execute(stmt):
+        rows: Any = session.connection().execute(stmt)
+        for row in rows:
             found[row[1]] = MemberState(
                 id=row[0],
                 code=row[1],
@@ -717,7 +746,8 @@ def fetch_txns(session: Session, program_id: int, refs: Iterable[str]) -> dict[s
             col(Txn.qual_at),
             col(Txn.payload),
         ).where(col(Txn.program_id) == program_id, col(Txn.ref).in_(chunk))
-        for row in session.execute(stmt):
+        rows: Any = session.connection().execute(stmt)
+        for row in rows:
             found[row[0]] = KnownTxn(*row[1:])
     return found
 
@@ -737,29 +767,79 @@ def fetch_returned(session: Session, original_ids: Iterable[int]) -> dict[int, l
             .where(col(Txn.original_id).in_(chunk), col(Txn.kind) == "return")
             .group_by(col(Txn.original_id))
         )
-        for row in session.execute(stmt):
+        sums: Any = session.connection().execute(stmt)
+        for row in sums:
             found[row[0]] = [int(v) for v in row[1:]]
     return found
 
 
-def fetch_open_lots(session: Session, members: Iterable[MemberState]) -> None:
-    """Attach its lots with points left to each member (``member.lots``)."""
-    by_id = {m.id: m for m in members}
-    for m in by_id.values():
+_LOT_ORDER = "expires_on IS NULL, expires_on, earned_at, id"
+_LOT_COLUMNS = "member_id, id, txn_id, expires_on, earned_at, remaining"
+
+
+def fetch_open_lots(
+    session: Session, needs: dict[MemberState, int], own_txn_ids: Iterable[int]
+) -> None:
+    """Attach to each member (``member.lots``) its lots with points left, in the order
+    debits take them, as far as covers ``needs[member]`` points, plus the lots of
+    ``own_txn_ids`` (purchases being returned). A debit that needs more loads the rest
+    (``load_all_lots``): a frequent customer may hold hundreds of lots."""
+    by_id = {m.id: m for m in needs}
+    for m in needs:
         m.lots = []
+        m.horizon = None
+        m.lots_complete = False
+    own = sorted(set(own_txn_ids))
     for chunk in _chunks(sorted(by_id)):
-        stmt = select(
-            col(PointsLot.member_id),
-            col(PointsLot.id),
-            col(PointsLot.txn_id),
-            col(PointsLot.expires_on),
-            col(PointsLot.earned_at),
-            col(PointsLot.remaining),
-        ).where(col(PointsLot.member_id).in_(chunk), col(PointsLot.remaining) > 0)
-        for member_id, *lot in session.execute(stmt):
-            lots = by_id[member_id].lots
-            assert lots is not None
-            lots.append(OpenLot(*lot))
+        most = max(needs[by_id[i]] for i in chunk)
+        stmt = text(
+            f"""SELECT {_LOT_COLUMNS}, before, total FROM (
+                  SELECT {_LOT_COLUMNS},
+                         SUM(remaining) OVER (PARTITION BY member_id ORDER BY {_LOT_ORDER}
+                                              ROWS UNBOUNDED PRECEDING) - remaining AS before,
+                         COUNT(*) OVER (PARTITION BY member_id) AS total
+                  FROM points_lot WHERE member_id IN :ids AND remaining > 0
+                ) AS open_lot
+                WHERE before < :most OR txn_id IN :own"""
+        ).bindparams(bindparam("ids", expanding=True), bindparam("own", expanding=True))
+        loaded: dict[int, int] = {}
+        totals: dict[int, int] = {}
+        for (
+            member_id,
+            lot_id,
+            txn_id,
+            expires,
+            earned,
+            remaining,
+            before,
+            total,
+        ) in session.connection().execute(stmt, {"ids": list(chunk), "most": most, "own": own}):
+            m = by_id[member_id]
+            assert m.lots is not None
+            lot = OpenLot(lot_id, txn_id, expires, earned, remaining)
+            m.lots.append(lot)
+            totals[member_id] = total
+            if before < most:
+                loaded[member_id] = loaded.get(member_id, 0) + 1
+                if m.horizon is None or lot.key > m.horizon:
+                    m.horizon = lot.key
+        for member_id, total in totals.items():
+            by_id[member_id].lots_complete = loaded.get(member_id, 0) == total
+
+
+def load_all_lots(session: Session, m: MemberState) -> None:
+    """Every stored lot of ``m`` with points left, keeping those already in memory (a
+    debit of this batch may have taken from them)."""
+    assert m.lots is not None
+    have = {lot.id for lot in m.lots}
+    rows = session.connection().execute(
+        text(f"SELECT {_LOT_COLUMNS} FROM points_lot WHERE member_id = :m AND remaining > 0"),
+        {"m": m.id},
+    )
+    for _member_id, lot_id, txn_id, expires, earned, remaining in rows:
+        if lot_id not in have:
+            m.lots.append(OpenLot(lot_id, txn_id, expires, earned, remaining))
+    m.lots_complete = True
 
 
 TXN_INSERT = (
@@ -833,12 +913,27 @@ class Bulk:
         connection = session.connection()
         self.session = session
         self.sqlite = connection.dialect.name == "sqlite"
-        self.raw: Any = connection.connection.dbapi_connection
+        raw: Any = connection.connection.dbapi_connection
+        self.raw = raw
         self.dbapi: Any = connection.dialect.dbapi
+        if self.sqlite:
+            # Index pages of a large import stay in memory instead of being read back
+            # from the file for every row (connection-local; SQLite's default is 2 MiB).
+            self.raw.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
 
     def ts(self, moment: datetime) -> Any:
         # SQLAlchemy's SQLite DateTime: naive UTC with microseconds; ours are UTC already.
         return moment.isoformat(" ", "microseconds")[:26] if self.sqlite else moment
+
+    def ts_iso(self, moment: datetime) -> tuple[Any, str]:
+        """``ts(moment)`` and ``moment.isoformat()`` (for payloads) from one formatting."""
+        iso = moment.isoformat()
+        if not self.sqlite:
+            return moment, iso
+        # "2026-01-06T15:00:00[.ffffff]+00:00"
+        if len(iso) == 25:
+            return iso[:10] + " " + iso[11:19] + ".000000", iso
+        return iso[:10] + " " + iso[11:26], iso
 
     def day(self, value: date | None) -> Any:
         if value is None or not self.sqlite:
@@ -1028,7 +1123,7 @@ class _Batch:
         self.lots.append(row)
         self.entry(m, txn_id, lot_id, kind, rest, at_s, version_id)
         if m.lots is not None:
-            m.lots.append(OpenLot(lot_id, txn_id, expires, at, rest, row))
+            m.lots.append(OpenLot(lot_id, txn_id, row[6], at_s, rest, row))
 
     @staticmethod
     def plan_debit(lots: Iterable[OpenLot], points: int) -> tuple[list[tuple[OpenLot, int]], int]:
@@ -1193,6 +1288,8 @@ class Importer:
             m.tier = target
             m.tier_since = day
             m.changed = True
+            if rules.tier_index[target] == rules.top and len(self.book.versions) == 1:
+                self.tracker.drop(m.id)  # nowhere higher to go
 
 
 def _text(value: str, what: str, limit: int | None = None) -> str:
@@ -1384,15 +1481,8 @@ class TxnImporter(Importer):
                 if r.kind == "return" and (found := self.known.get(r.original)) is not None
             ),
         )
-        fetch_open_lots(
-            session,
-            {
-                m.id: m
-                for r in parsed
-                if (r.kind == "return" or (r.kind == "adjust" and r.points < 0))
-                and (m := self.members.get(r.member)) is not None
-            }.values(),
-        )
+        self.session = session
+        self._load_lots(parsed)
         self.tracker.load(session, self._activity_needs(parsed))
         apply_row = {"purchase": self._purchase, "return": self._return, "adjust": self._adjust}
         for row in parsed:
@@ -1406,6 +1496,46 @@ class TxnImporter(Importer):
         result.rejected.sort(key=lambda item: item.row.line)
         self._finish(bulk, batch, self.members.values())
         return result
+
+    def _load_lots(self, parsed: list[TxnRow]) -> None:
+        """Open lots of the members a debit may take from: as many as the batch's
+        adjustments take (in order), and the lots of the purchases being returned."""
+        needs: dict[MemberState, int] = {}
+        own: list[int] = []
+        for r in parsed:
+            if r.kind == "adjust" and r.points > 0 or r.kind == "purchase":
+                continue
+            m = self.members.get(r.member)
+            if m is None:
+                continue
+            if r.kind == "adjust":
+                needs[m] = needs.get(m, 0) - r.points
+            else:
+                needs.setdefault(m, 0)
+                if (found := self.known.get(r.original)) is not None:
+                    own.append(found.id)
+        fetch_open_lots(self.session, needs, own)
+
+    def _debit_plan(
+        self, m: MemberState, first: list[OpenLot], points: int
+    ) -> tuple[list[tuple[OpenLot, int]], int]:
+        """services.ledger.debit's plan over ``first`` then the member's other lots in
+        order; when it reaches past the lots loaded so far, the rest are loaded first."""
+        while True:
+            assert m.lots is not None
+            others = sorted(
+                (lot for lot in m.lots if lot.remaining > 0 and lot not in first),
+                key=OpenLot.order,
+            )
+            plan, short = _Batch.plan_debit([*first, *others], points)
+            if m.lots_complete:
+                return plan, short
+            horizon = m.horizon
+            if not short and all(
+                lot in first or (horizon is not None and lot.key <= horizon) for lot, _ in plan
+            ):
+                return plan, short
+            load_all_lots(self.session, m)
 
     def _activity_needs(self, parsed: list[TxnRow]) -> dict[int, int]:
         """From which day each member's qualifying activity must be known: members below
@@ -1441,10 +1571,10 @@ class TxnImporter(Importer):
 
     def _after_enrolment(self, row: TxnRow, m: MemberState, what: str) -> None:
         tz = self.book.tz
-        day = local_date(row.when, tz)
-        if day < m.enrolled_day(tz):
+        if m.before_enrolment(row.when, tz):
             raise InvalidInput(
-                f"a {what} dated {day} is before member {m.code} enrolled ({m.enrolled_day(tz)})",
+                f"{what} dated {local_date(row.when, tz)} is before member {m.code} enrolled "
+                f"({m.enrolled_day(tz)})",
                 hint="check at, or enroll the member with an earlier date",
             )
 
@@ -1459,14 +1589,14 @@ class TxnImporter(Importer):
                 if m.status == "suspended"
                 else None,
             )
-        self._after_enrolment(row, m, "purchase")
+        self._after_enrolment(row, m, "a purchase")
         rules = row.rules
         earning = purchase_points(rules.spec, [Line(row.category, row.amount)], m.tier, row.day)
         points = earning.points
         batch = self.batch
         txn_id = batch.next_txn_id()
         when = row.when
-        at_s = batch.bulk.ts(when)
+        at_s, at_iso = batch.bulk.ts_iso(when)
         if points > 0:
             available_s = at_s if not rules.pending else batch.bulk.ts(when + rules.pending)
             batch.credit(
@@ -1485,10 +1615,11 @@ class TxnImporter(Importer):
             m.last_purchase_at = when
             m.changed = True
         spend = to_minor(earning.eligible_spend, self.book.digits)
-        self.tracker.add(m.id, when, points, spend, 1)
-        self._upgrade(m, rules, row.day)
+        if m.id in self.tracker.members:
+            self.tracker.add(m.id, when, points, spend, 1, (rules.tz_name, row.day))
+            self._upgrade(m, rules, row.day)
         amount_minor = to_minor(row.amount, self.book.digits)
-        payload = purchase_payload_text(when.isoformat(), m.code, row.category, str(row.amount))
+        payload = purchase_payload_text(at_iso, m.code, row.category, str(row.amount))
         batch.txns.append(
             (
                 txn_id,
@@ -1559,11 +1690,7 @@ class TxnImporter(Importer):
         if claw > 0:
             assert m.lots is not None
             own = [lot for lot in m.lots if lot.txn_id == original.id and lot.remaining > 0]
-            others = sorted(
-                (lot for lot in m.lots if lot.txn_id != original.id and lot.remaining > 0),
-                key=OpenLot.order,
-            )
-            plan, short = _Batch.plan_debit([*own, *others], claw)
+            plan, short = self._debit_plan(m, own, claw)
             if short and not rules.allow_negative:
                 raise NotAllowed(
                     f"return would take {claw} points but member {m.code} has only "
@@ -1626,15 +1753,13 @@ class TxnImporter(Importer):
         m = self._member(row)
         if self._duplicate(row):
             return False
-        self._after_enrolment(row, m, "adjustment")
+        self._after_enrolment(row, m, "an adjustment")
         rules = row.rules
         points = row.points
         plan: list[tuple[OpenLot, int]] = []
         short = 0
         if points < 0:
-            assert m.lots is not None
-            lots = sorted((lot for lot in m.lots if lot.remaining > 0), key=OpenLot.order)
-            plan, short = _Batch.plan_debit(lots, -points)
+            plan, short = self._debit_plan(m, [], -points)
             if short and not rules.allow_negative:
                 raise NotAllowed(
                     f"adjustment of {points} exceeds member {m.code}'s balance of {m.balance}: "

@@ -529,7 +529,18 @@ def _find_voucher(
     return voucher
 
 
-def _refuse_unless_live(voucher: Voucher, action: str, now: datetime) -> None:
+def _refuse_before_issue(voucher: Voucher, when: datetime) -> None:
+    if when < voucher.issued_at:
+        raise InvalidInput(
+            f"voucher {voucher.code} was issued at {voucher.issued_at.isoformat()}, "
+            f"after {when.isoformat()}",
+            hint="check --at",
+        )
+
+
+def _refuse_unless_live(
+    voucher: Voucher, action: str, now: datetime, *, past_date_ok: bool = False
+) -> None:
     if voucher.status == "used":
         assert voucher.used_at is not None
         raise NotAllowed(
@@ -542,7 +553,12 @@ def _refuse_unless_live(voucher: Voucher, action: str, now: datetime) -> None:
             f"voucher {voucher.code} was cancelled and cannot be {action}",
             hint="its points went back to the member; redeem the reward again if wanted",
         )
-    if effective_status(voucher, now) == "expired":
+    expired = (
+        voucher.status == "expired"
+        if past_date_ok
+        else (effective_status(voucher, now) == "expired")
+    )
+    if expired:
         raise NotAllowed(
             f"voucher {voucher.code} expired on {voucher.expires_at.isoformat()} "
             f"and cannot be {action}",
@@ -550,11 +566,15 @@ def _refuse_unless_live(voucher: Voucher, action: str, now: datetime) -> None:
         )
 
 
-def use_voucher(session: Session, ctx: ProgramContext, code: str, *, now: datetime) -> VoucherView:
+def use_voucher(
+    session: Session, ctx: ProgramContext, code: str, *, now: datetime, at: datetime | None = None
+) -> VoucherView:
     """At the till: an issued voucher of an active member becomes used. Refused for one
     used, cancelled or past its date, so a voucher cannot be honoured twice."""
     voucher = _find_voucher(session, ctx, code, lock=True)
-    _refuse_unless_live(voucher, "used", now)
+    when = at or now
+    _refuse_before_issue(voucher, when)
+    _refuse_unless_live(voucher, "used", when)
     member = session.get(Member, voucher.member_id)
     assert member is not None
     if member.status != "active":
@@ -565,7 +585,7 @@ def use_voucher(session: Session, ctx: ProgramContext, code: str, *, now: dateti
             else None,
         )
     voucher.status = "used"
-    voucher.used_at = now
+    voucher.used_at = when
     session.add(voucher)
     session.flush()
     return _view(session, ctx, voucher, now)
@@ -657,7 +677,7 @@ def _cancel_result(
 
 
 def cancel_voucher(
-    session: Session, ctx: ProgramContext, code: str, *, now: datetime
+    session: Session, ctx: ProgramContext, code: str, *, now: datetime, at: datetime | None = None
 ) -> CancelResult:
     """Cancel an issued voucher: its points go back into the lots they came from, with
     their original expiry dates (a lot already past its date goes at the next ``expire``
@@ -673,28 +693,32 @@ def cancel_voucher(
         earlier = session.get(Txn, voucher.cancel_txn_id)
         assert earlier is not None
         return _cancel_result(session, voucher, member, earlier, True)
-    _refuse_unless_live(voucher, "cancelled", now)
-    version = ctx.version_at(now)
+    when = at or now
+    _refuse_before_issue(voucher, when)
+    # Past its date but not yet expired by the nightly job, a voucher can still be
+    # cancelled: its points go back to lots that keep their dates, so nothing is dodged.
+    _refuse_unless_live(voucher, "cancelled", when, past_date_ok=True)
+    version = ctx.version_at(when)
     assert member.id is not None
     txn = Txn(
         program_id=ctx.id,
         member_id=member.id,
         ref=cancel_ref(voucher.code),
         kind="refund",
-        occurred_at=now,
+        occurred_at=when,
         recorded_at=now,
         payload=_canonical(
             {
                 "kind": "refund",
                 "member": member.code,
                 "voucher": voucher.code,
-                "at": now.isoformat(),
+                "at": when.isoformat(),
             }
         ),
         points=voucher.points,
         original_id=voucher.txn_id,
         reason=f"voucher {voucher.code} cancelled",
-        qual_at=now,
+        qual_at=when,
         program_version_id=version.id,
     )
     session.add(txn)
@@ -710,14 +734,14 @@ def cancel_voucher(
             kind="refund",
             lot_kind="refund",
             points=settle,
-            at=now,
+            at=when,
             now=now,
-            available_at=now,
+            available_at=when,
             expires_on=None,
         )
-    refund(session, member, source, kind="refund", taken=back, at=now, now=now)
+    refund(session, member, source, kind="refund", taken=back, at=when, now=now)
     voucher.status = "cancelled"
-    voucher.cancelled_at = now
+    voucher.cancelled_at = when
     voucher.cancel_txn_id = txn.id
     session.add(voucher)
     txn.balance_after = member.balance

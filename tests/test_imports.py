@@ -3,7 +3,10 @@ nothing, idempotent re-runs, and a SIGKILLed import re-run to exactly once."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
+import io
 import itertools
 import json
 import os
@@ -17,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer.main
 from sqlalchemy import create_engine, text
 
+from loyaltyctl.cli.main import app
 from loyaltyctl.services.imports import purchase_payload_text
 from tests.conftest import REPO, Cli, write_program
 
@@ -265,6 +270,25 @@ def mixed_rows(seed: int, digits: int) -> list[dict[str, Any]]:
     return rows
 
 
+@functools.cache
+def _command() -> Any:
+    return typer.main.get_command(app)
+
+
+def run(db: str, *args: str) -> tuple[int, str]:
+    """``loyaltyctl --db DB ARGS`` in-process: exit code and stdout. The command tree is
+    built once (CliRunner builds it on every call, the bulk of a call's time)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            code = _command().main(
+                ["--db", db, *args], prog_name="loyaltyctl", standalone_mode=False
+            )
+        except Exception as exc:  # usage errors are raised when not standalone
+            code = getattr(exc, "exit_code", 1)
+    return (code if isinstance(code, int) else 0), out.getvalue()
+
+
 def post_one(cli: Cli, row: dict[str, Any]) -> int:
     """Post one row with `txn post|return|adjust`; the exit code."""
     kind = row.get("type") or "purchase"
@@ -295,14 +319,15 @@ def post_one(cli: Cli, row: dict[str, Any]) -> int:
             row["reason"],
             *common,
         ]
-    return int(cli(*args, code=None).exit_code)
+    return run(cli.db, *args)[0]
 
 
 def enroll_all(cli: Cli, program: str, tmp_path: Path) -> None:
-    cli("program", "load", str(write_program(tmp_path, PROGRAMS[program], f"{program}.toml")))
+    path = write_program(tmp_path, PROGRAMS[program], f"{program}.toml")
+    assert run(cli.db, "program", "load", str(path))[0] == 0
     for i, member in enumerate(MEMBERS):
-        cli("member", "enroll", member, "--at", f"2026-01-0{1 + i % 3}")
-    cli("member", "suspend", "M6")
+        assert run(cli.db, "member", "enroll", member, "--at", f"2026-01-0{1 + i % 3}")[0] == 0
+    assert run(cli.db, "member", "suspend", "M6")[0] == 0
 
 
 def dump(cli: Cli) -> dict[str, list[Any]]:
@@ -332,9 +357,14 @@ def dump(cli: Cli) -> dict[str, list[Any]]:
     return out
 
 
+SHOW_AND_LIST = (("member", "show"), ("txn", "list"))
+
+
 def views(cli: Cli) -> dict[str, Any]:
+    """`member show --json` and `txn list --json` of every member."""
     return {
-        code: (cli.json("member", "show", code), cli.json("txn", "list", code)) for code in MEMBERS
+        code: tuple(json.loads(run(cli.db, *cmd, code, "--json")[1]) for cmd in SHOW_AND_LIST)
+        for code in MEMBERS
     }
 
 
@@ -369,8 +399,9 @@ def test_mixed_file_gives_the_ledger_of_posting_row_by_row(
 def test_one_transaction_import_matches_too(
     cli: Cli, twin: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The good rows alone, without --rejects (one transaction, batches of the default
-    size), give the ledger that the whole file with --rejects gave in small batches."""
+    """The good rows alone, without --rejects (one transaction over several batches, which
+    keeps member rows between batches), give the ledger the whole file gave with --rejects
+    (a transaction per batch)."""
     rows = mixed_rows(seed=9, digits=2)
     for db in (cli, twin):
         enroll_all(db, "cafe", tmp_path)
@@ -385,7 +416,7 @@ def test_one_transaction_import_matches_too(
     with (tmp_path / "bad.csv").open(newline="") as fh:
         bad = {int(r["line"]) for r in csv.DictReader(fh)}
     good = [row for line, row in enumerate(rows, 2) if line not in bad]
-    monkeypatch.delenv("LOYALTYCTL_IMPORT_BATCH_ROWS")
+    monkeypatch.setenv("LOYALTYCTL_IMPORT_BATCH_ROWS", "5")
     summary = twin.json("txn", "import", str(write_jsonl(tmp_path / "good.jsonl", good)))
     assert summary["rejected"] == 0 and summary["rows"] == len(good)
     assert dump(cli) == dump(twin)
@@ -712,3 +743,38 @@ def test_purchase_payload_text_is_the_canonical_json() -> None:
             {"kind": "purchase", "member": member, "lines": [[category, amount]], "at": iso}
         )
         assert purchase_payload_text(iso, member, category, amount) == expected
+
+
+def test_each_row_uses_the_program_version_in_force(cli: Cli, twin: Cli, tmp_path: Path) -> None:
+    """Rows dated before a version was loaded earn by the one before it."""
+    later = CAFE.replace("per_unit = 10", "per_unit = 7").replace('"Double"', '"Triple"')
+    rows = [
+        {"member": "M1", "ref": "V1", "amount": "10.00", "at": "2026-03-01T10:00"},
+        {"member": "M1", "ref": "V2", "amount": "10.00", "at": "2099-03-01T10:00"},
+        {
+            "type": "adjust",
+            "member": "M1",
+            "ref": "V3",
+            "points": "-5",
+            "reason": "x",
+            "at": "2099-03-02T10:00",
+        },
+        {
+            "type": "return",
+            "member": "M1",
+            "ref": "V4",
+            "amount": "5.00",
+            "original": "V1",
+            "at": "2099-03-03T10:00",
+        },
+    ]
+    for db in (cli, twin):
+        db("program", "load", str(write_program(tmp_path, CAFE, "cafe.toml")))
+        db("member", "enroll", "M1", "--at", "2026-01-01")
+        db("program", "load", str(write_program(tmp_path, later, "cafe.toml")))
+    for row in rows:
+        assert post_one(twin, row) == 0
+    cli.json("txn", "import", str(write_csv(tmp_path / "v.csv", rows)))
+    assert [t["points"] for t in cli.json("txn", "list", "M1")] == [100, 100, 70, -5, -50]
+    assert dump(cli) == dump(twin)
+    cli.check()

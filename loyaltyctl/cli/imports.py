@@ -133,8 +133,13 @@ def _run(
     if batch_by_batch:
         # Nothing may be committed before an unknown field is refused.
         source.check_fields()
-    engine = open_database(STATE.db)
     out = svc.RejectsFile(rejects, source) if rejects is not None else None
+    try:
+        engine = open_database(STATE.db)
+    except BaseException:
+        if out is not None:
+            out.close()
+        raise
     progress = _Progress(source, enabled=not json_out and sys.stderr.isatty())
 
     def record(number: int, result: BatchResult) -> None:

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, func, select, text
+from sqlalchemy import TextualSelect, text
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col
+from sqlmodel import Session
 
 from loyaltyctl.errors import Conflict, InvalidInput, LoyaltyError, NotAllowed, NotFound
 from loyaltyctl.rules.earning import Line, cumulative_share, purchase_points
@@ -41,15 +41,15 @@ from loyaltyctl.rules.tiers import qualified_level, window_bounds
 from loyaltyctl.rules.timeutil import local_date, local_midnight, parse_day, parse_when
 from loyaltyctl.services.context import ProgramContext, VersionInfo
 from loyaltyctl.services.members import signup_ref
-from loyaltyctl.store.models import Member, Txn
+from loyaltyctl.store.models import metadata
 
 DEFAULT_BATCH_ROWS = 10_000
 SQLITE_CACHE_KIB = 256 * 1024
+# Member rows kept between batches of a one-transaction import.
+MEMBER_CACHE_LIMIT = 500_000
 # Qualifying activity kept in memory between batches (member-days); past this the cache is
 # dropped and reloaded from the database, so memory stays bounded however large the file.
 TRACKER_LIMIT = 2_000_000
-# Values per IN (...) list: well under SQLite's and PostgreSQL's bound-parameter limits.
-_CHUNK = 5_000
 # First key of PostgreSQL's advisory lock that makes imports of one program take turns.
 _IMPORT_LOCK = 0x4C4F5949
 
@@ -478,6 +478,8 @@ class Tracker:
     def __init__(self, views: list[tuple[ZoneInfo, str]]) -> None:
         self.views = views
         self.zones = [tz.key for tz, _ in views]
+        # The metric when every version counts the same way in the same zone.
+        self.single = views[0][1] if len(views) == 1 else None
         self.members: dict[int, list[Activity]] = {}
         self.size = 0
 
@@ -508,6 +510,13 @@ class Tracker:
         acts = self.members.get(member_id)
         if acts is None:
             return
+        if self.single is not None and local is not None and local[0] == self.zones[0]:
+            value = (
+                points if self.single == "points" else spend if self.single == "spend" else visits
+            )
+            if value and acts[0].add(local[1].toordinal(), value):
+                self.size += 1
+            return
         for (tz, metric), name, act in zip(self.views, self.zones, acts, strict=True):
             value = points if metric == "points" else spend if metric == "spend" else visits
             if not value:
@@ -535,28 +544,26 @@ class Tracker:
         since = min(local_midnight(date.fromordinal(first), tz) for tz, _ in self.views)
         for member_id in missing:
             self.members[member_id] = [Activity(first) for _ in self.views]
-        ids = sorted(missing)
-        for chunk in _chunks(ids):
-            rows = session.connection().execute(
-                select(
-                    col(Txn.member_id),
-                    col(Txn.qual_at),
-                    col(Txn.qual_points),
-                    col(Txn.qual_spend_minor),
-                    col(Txn.qual_visits),
-                ).where(col(Txn.member_id).in_(chunk), col(Txn.qual_at) >= since)
-            )
-            for member_id, qual_at, points, spend, visits in rows:
-                self.add(member_id, qual_at, points, spend, visits)
+        stmt = _typed(
+            "SELECT member_id, qual_at, qual_points, qual_spend_minor, qual_visits FROM txn "
+            f"WHERE {_any(session, 'member_id', 'ids')} AND qual_at >= :since",
+            "txn",
+            "member_id",
+            "qual_at",
+            "qual_points",
+            "qual_spend_minor",
+            "qual_visits",
+        )
+        since_value = since.isoformat(" ", "microseconds")[:26] if _is_sqlite(session) else since
+        rows: Any = session.connection().execute(
+            stmt, {"ids": _values(session, missing), "since": since_value}
+        )
+        for member_id, qual_at, points, spend, visits in rows:
+            self.add(member_id, qual_at, points, spend, visits)
 
 
 # ---------------------------------------------------------------------------------------
 # Database access: set lookups and the bulk paths of each backend
-
-
-def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(values), _CHUNK):
-        yield values[start : start + _CHUNK]
 
 
 @dataclass(slots=True, eq=False)
@@ -625,8 +632,9 @@ class OpenLot:
         self.initial = remaining
         self.row = row
 
-    def order(self) -> tuple[Any, ...]:
-        return self.key
+    @staticmethod
+    def order(lot: OpenLot) -> tuple[Any, ...]:
+        return lot.key
 
 
 class KnownTxn:
@@ -677,21 +685,44 @@ class KnownTxn:
         return same and (at is None or self.occurred_at == at)
 
 
-_MEMBER_COLUMNS = (
-    col(Member.id),
-    col(Member.code),
-    col(Member.status),
-    col(Member.tier),
-    col(Member.tier_since),
-    col(Member.enrolled_at),
-    col(Member.balance),
-    col(Member.debt),
-    col(Member.last_purchase_at),
-    col(Member.name),
-    col(Member.email),
-    col(Member.phone),
-    col(Member.birthday),
-    col(Member.erased_at),
+def _is_sqlite(session: Session) -> bool:
+    return session.connection().dialect.name == "sqlite"
+
+
+def _any(session: Session, column: str, param: str) -> str:
+    """``column`` is one of the values of parameter ``param`` (see ``_values``): one JSON
+    or array parameter however many values, where ``IN (…)`` would bind each."""
+    if _is_sqlite(session):
+        return f"{column} IN (SELECT value FROM json_each(:{param}))"
+    return f"{column} = ANY(:{param})"
+
+
+def _values(session: Session, values: Iterable[Any]) -> Any:
+    items = sorted(set(values))
+    return json.dumps(items) if _is_sqlite(session) else items
+
+
+def _typed(sql: str, table: str, *columns: str) -> TextualSelect:
+    """SQL text whose result columns convert like the model's (dates, aware datetimes)."""
+    t = metadata.tables[table]
+    return text(sql).columns(*(t.c[name] for name in columns))
+
+
+_MEMBER_FIELDS = (
+    "id",
+    "code",
+    "status",
+    "tier",
+    "tier_since",
+    "enrolled_at",
+    "balance",
+    "debt",
+    "last_purchase_at",
+    "name",
+    "email",
+    "phone",
+    "birthday",
+    "erased_at",
 )
 
 
@@ -699,78 +730,79 @@ def fetch_members(
     session: Session, program_id: int, codes: Iterable[str]
 ) -> dict[str, MemberState]:
     """The members of ``codes``, locked on PostgreSQL in code order (every writer locks
-    a member before reading its lots; a fixed order keeps two multi-member writers from
-    deadlocking)."""
+    a member before reading its lots; a fixed order keeps two writers of several members
+    from deadlocking)."""
+    lock = "" if _is_sqlite(session) else " FOR UPDATE"
+    stmt = _typed(
+        f"SELECT {', '.join(_MEMBER_FIELDS)} FROM member "
+        f"WHERE program_id = :p AND {_any(session, 'code', 'codes')} ORDER BY code{lock}",
+        "member",
+        *_MEMBER_FIELDS,
+    )
+    rows: Any = session.connection().execute(
+        stmt, {"p": program_id, "codes": _values(session, codes)}
+    )
     found: dict[str, MemberState] = {}
-    for chunk in _chunks(sorted(set(codes))):
-        stmt = (
-            select(*_MEMBER_COLUMNS)
-            .where(col(Member.program_id) == program_id, col(Member.code).in_(chunk))
-            .order_by(col(Member.code))
-            .with_for_update()
+    for r in rows:
+        found[r[1]] = MemberState(
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            r[6],
+            r[7],
+            r[8],
+            r[9],
+            r[10],
+            r[11],
+            r[12],
+            r[13] is not None,
         )
-        rows: Any = session.connection().execute(stmt)
-        for row in rows:
-            found[row[1]] = MemberState(
-                id=row[0],
-                code=row[1],
-                status=row[2],
-                tier=row[3],
-                tier_since=row[4],
-                enrolled_at=row[5],
-                balance=row[6],
-                debt=row[7],
-                last_purchase_at=row[8],
-                name=row[9],
-                email=row[10],
-                phone=row[11],
-                birthday=row[12],
-                erased=row[13] is not None,
-            )
     return found
+
+
+_KNOWN_FIELDS = (
+    "ref",
+    "id",
+    "kind",
+    "member_id",
+    "occurred_at",
+    "amount_minor",
+    "points",
+    "qual_points",
+    "qual_spend_minor",
+    "qual_at",
+    "payload",
+)
 
 
 def fetch_txns(session: Session, program_id: int, refs: Iterable[str]) -> dict[str, KnownTxn]:
-    found: dict[str, KnownTxn] = {}
-    for chunk in _chunks(sorted(set(refs))):
-        stmt = select(
-            col(Txn.ref),
-            col(Txn.id),
-            col(Txn.kind),
-            col(Txn.member_id),
-            col(Txn.occurred_at),
-            col(Txn.amount_minor),
-            col(Txn.points),
-            col(Txn.qual_points),
-            col(Txn.qual_spend_minor),
-            col(Txn.qual_at),
-            col(Txn.payload),
-        ).where(col(Txn.program_id) == program_id, col(Txn.ref).in_(chunk))
-        rows: Any = session.connection().execute(stmt)
-        for row in rows:
-            found[row[0]] = KnownTxn(*row[1:])
-    return found
+    stmt = _typed(
+        f"SELECT {', '.join(_KNOWN_FIELDS)} FROM txn "
+        f"WHERE program_id = :p AND {_any(session, 'ref', 'refs')}",
+        "txn",
+        *_KNOWN_FIELDS,
+    )
+    rows: Any = session.connection().execute(
+        stmt, {"p": program_id, "refs": _values(session, refs)}
+    )
+    return {row[0]: KnownTxn(*row[1:]) for row in rows}
 
 
 def fetch_returned(session: Session, original_ids: Iterable[int]) -> dict[int, list[int]]:
     """Per purchase: amount, points, qualifying points and spend of its returns so far."""
-    found: dict[int, list[int]] = {}
-    for chunk in _chunks(sorted(set(original_ids))):
-        stmt = (
-            select(
-                col(Txn.original_id),
-                func.coalesce(func.sum(Txn.amount_minor), 0),
-                func.coalesce(func.sum(Txn.points), 0),
-                func.coalesce(func.sum(Txn.qual_points), 0),
-                func.coalesce(func.sum(Txn.qual_spend_minor), 0),
-            )
-            .where(col(Txn.original_id).in_(chunk), col(Txn.kind) == "return")
-            .group_by(col(Txn.original_id))
-        )
-        sums: Any = session.connection().execute(stmt)
-        for row in sums:
-            found[row[0]] = [int(v) for v in row[1:]]
-    return found
+    rows: Any = session.connection().execute(
+        text(
+            "SELECT original_id, COALESCE(SUM(amount_minor), 0), COALESCE(SUM(points), 0), "
+            "COALESCE(SUM(qual_points), 0), COALESCE(SUM(qual_spend_minor), 0) FROM txn "
+            f"WHERE {_any(session, 'original_id', 'ids')} AND kind = 'return' "
+            "GROUP BY original_id"
+        ),
+        {"ids": _values(session, original_ids)},
+    )
+    return {row[0]: [int(v) for v in row[1:]] for row in rows}
 
 
 _LOT_ORDER = "expires_on IS NULL, expires_on, earned_at, id"
@@ -789,42 +821,38 @@ def fetch_open_lots(
         m.lots = []
         m.horizon = None
         m.lots_complete = False
-    own = sorted(set(own_txn_ids))
-    for chunk in _chunks(sorted(by_id)):
-        most = max(needs[by_id[i]] for i in chunk)
-        stmt = text(
-            f"""SELECT {_LOT_COLUMNS}, before, total FROM (
-                  SELECT {_LOT_COLUMNS},
-                         SUM(remaining) OVER (PARTITION BY member_id ORDER BY {_LOT_ORDER}
-                                              ROWS UNBOUNDED PRECEDING) - remaining AS before,
-                         COUNT(*) OVER (PARTITION BY member_id) AS total
-                  FROM points_lot WHERE member_id IN :ids AND remaining > 0
-                ) AS open_lot
-                WHERE before < :most OR txn_id IN :own"""
-        ).bindparams(bindparam("ids", expanding=True), bindparam("own", expanding=True))
-        loaded: dict[int, int] = {}
-        totals: dict[int, int] = {}
-        for (
-            member_id,
-            lot_id,
-            txn_id,
-            expires,
-            earned,
-            remaining,
-            before,
-            total,
-        ) in session.connection().execute(stmt, {"ids": list(chunk), "most": most, "own": own}):
-            m = by_id[member_id]
-            assert m.lots is not None
-            lot = OpenLot(lot_id, txn_id, expires, earned, remaining)
-            m.lots.append(lot)
-            totals[member_id] = total
-            if before < most:
-                loaded[member_id] = loaded.get(member_id, 0) + 1
-                if m.horizon is None or lot.key > m.horizon:
-                    m.horizon = lot.key
-        for member_id, total in totals.items():
-            by_id[member_id].lots_complete = loaded.get(member_id, 0) == total
+    if not by_id:
+        return
+    most = max(needs.values())
+    stmt = text(
+        f"""SELECT {_LOT_COLUMNS}, before, total FROM (
+              SELECT {_LOT_COLUMNS},
+                     SUM(remaining) OVER (PARTITION BY member_id ORDER BY {_LOT_ORDER}
+                                          ROWS UNBOUNDED PRECEDING) - remaining AS before,
+                     COUNT(*) OVER (PARTITION BY member_id) AS total
+              FROM points_lot WHERE {_any(session, "member_id", "ids")} AND remaining > 0
+            ) AS open_lot
+            WHERE before < :most OR {_any(session, "txn_id", "own")}"""
+    )
+    params = {"ids": _values(session, by_id), "most": most, "own": _values(session, own_txn_ids)}
+    rows: Any = session.connection().execute(stmt, params)
+    loaded: dict[int, int] = {}
+    totals: dict[int, int] = {}
+    for member_id, lot_id, txn_id, expires, earned, remaining, before, total in rows:
+        m = by_id[member_id]
+        assert m.lots is not None
+        lot = OpenLot(lot_id, txn_id, expires, earned, remaining)
+        m.lots.append(lot)
+        totals[member_id] = total
+        if before < most:
+            loaded[member_id] = loaded.get(member_id, 0) + 1
+            if m.horizon is None or lot.key > m.horizon:
+                m.horizon = lot.key
+    for member_id, m in by_id.items():
+        if member_id in totals:
+            m.lots_complete = loaded.get(member_id, 0) == totals[member_id]
+        else:  # nothing came back: with most > 0 that means no open lots at all
+            m.lots_complete = most > 0
 
 
 def load_all_lots(session: Session, m: MemberState) -> None:
@@ -1093,15 +1121,14 @@ class _Batch:
         m: MemberState,
         txn_id: int,
         version_id: int,
-        *,
         kind: str,
         lot_kind: str,
         points: int,
-        at: datetime,
         at_s: Any,
         available_s: Any,
         expires: date | None,
     ) -> None:
+        """Arguments by position: this runs for nearly every row."""
         settle = min(m.debt, points)
         if settle:
             self.entry(m, txn_id, None, kind, settle, at_s, version_id)
@@ -1109,21 +1136,12 @@ class _Batch:
         if not rest:
             return
         lot_id = next(self.lot_ids)
-        row = [
-            lot_id,
-            m.id,
-            txn_id,
-            lot_kind,
-            at_s,
-            available_s,
-            self.bulk.day(expires),
-            rest,
-            rest,
-        ]
+        expires_s = self.bulk.day(expires)
+        row = [lot_id, m.id, txn_id, lot_kind, at_s, available_s, expires_s, rest, rest]
         self.lots.append(row)
         self.entry(m, txn_id, lot_id, kind, rest, at_s, version_id)
         if m.lots is not None:
-            m.lots.append(OpenLot(lot_id, txn_id, row[6], at_s, rest, row))
+            m.lots.append(OpenLot(lot_id, txn_id, expires_s, at_s, rest, row))
 
     @staticmethod
     def plan_debit(lots: Iterable[OpenLot], points: int) -> tuple[list[tuple[OpenLot, int]], int]:
@@ -1218,8 +1236,10 @@ class Importer:
         self.keeps_locks = keeps_locks
         self._mark: int | None = None
         self.members: dict[str, MemberState] = {}
+        self.touched: dict[str, MemberState] = {}
         self.known: dict[str, KnownTxn] = {}
-        self.applied: dict[str, KnownTxn] = {}
+        # Transactions this batch stored: their insert row, time and qualifying time.
+        self.applied: dict[str, tuple[tuple[Any, ...], datetime, datetime]] = {}
         self.batch: _Batch
 
     def apply(self, session: Session, rows: list[SourceRow]) -> BatchResult:
@@ -1254,12 +1274,43 @@ class Importer:
         batch.lot_ids = bulk.ids("points_lot", lots)
         return batch
 
-    def _finish(self, bulk: Bulk, batch: _Batch, members: Iterable[MemberState]) -> None:
-        batch.write(members)
+    def _fetch_members(self, session: Session, codes: set[str]) -> None:
+        """The batch's members (``touched``). In one transaction the rows read in an
+        earlier batch are still what the database holds (only this import writes them),
+        so they are kept rather than read again."""
+        if not self.keeps_locks:
+            self.members = fetch_members(session, self.ctx.id, codes)
+        else:
+            if len(self.members) > MEMBER_CACHE_LIMIT:
+                self.members = {}
+            missing = [code for code in codes if code not in self.members]
+            if missing:
+                self.members.update(fetch_members(session, self.ctx.id, missing))
+        self.touched = {code: m for code in codes if (m := self.members.get(code)) is not None}
+
+    def _finish(self, bulk: Bulk, batch: _Batch) -> None:
+        batch.write(self.touched.values())
+        for m in self.touched.values():
+            m.changed = m.new = False
+            m.lots = None
         if bulk.sqlite and batch.last_txn_id is not None:
             self._mark = batch.last_txn_id
         if self.tracker.size > TRACKER_LIMIT:
             self.tracker.clear()
+
+    def _store(self, txn: tuple[Any, ...], when: datetime, qual_at: datetime) -> None:
+        """Queue a transaction row (in TXN_INSERT's order) and remember it by reference
+        for the rest of the batch."""
+        self.batch.txns.append(txn)
+        self.applied[txn[3]] = (txn, when, qual_at)
+
+    def _found(self, ref: str) -> KnownTxn | None:
+        """The transaction stored under ``ref``: before this batch or earlier in it."""
+        found = self.known.get(ref)
+        if found is None and (applied := self.applied.get(ref)) is not None:
+            t, when, qual_at = applied
+            found = KnownTxn(t[0], t[4], t[2], when, t[7], t[9], t[14], t[15], qual_at, t[8])
+        return found
 
     def _not_found(self, code: str) -> NotFound:
         return NotFound(
@@ -1467,7 +1518,7 @@ class TxnImporter(Importer):
             except LoyaltyError as exc:
                 result.rejected.append(Rejected(src, reason_of(exc)))
         bulk = self._start(session)
-        self.members = fetch_members(session, self.ctx.id, (r.member for r in parsed))
+        self._fetch_members(session, {r.member for r in parsed})
         refs = {r.ref for r in parsed} | {r.original for r in parsed if r.kind == "return"}
         self.known = fetch_txns(session, self.ctx.id, refs)
         self.applied = {}
@@ -1494,7 +1545,7 @@ class TxnImporter(Importer):
             except LoyaltyError as exc:
                 result.rejected.append(Rejected(row.src, reason_of(exc)))
         result.rejected.sort(key=lambda item: item.row.line)
-        self._finish(bulk, batch, self.members.values())
+        self._finish(bulk, batch)
         return result
 
     def _load_lots(self, parsed: list[TxnRow]) -> None:
@@ -1562,7 +1613,8 @@ class TxnImporter(Importer):
         return m
 
     def _duplicate(self, row: TxnRow) -> bool:
-        found = self.known.get(row.ref) or self.applied.get(row.ref)
+        """True for an identical repeat of a stored transaction; Conflict if it differs."""
+        found = self._found(row.ref)
         if found is None:
             return False
         if not found.same_request(row.payload(), row.at):
@@ -1579,8 +1631,10 @@ class TxnImporter(Importer):
             )
 
     def _purchase(self, row: TxnRow) -> bool:
-        m = self._member(row)
-        if self._duplicate(row):
+        m = self.members.get(row.member)
+        if m is None:
+            raise self._not_found(row.member)
+        if (row.ref in self.known or row.ref in self.applied) and self._duplicate(row):
             return False
         if m.status != "active":
             raise NotAllowed(
@@ -1603,13 +1657,12 @@ class TxnImporter(Importer):
                 m,
                 txn_id,
                 rules.id,
-                kind="earn",
-                lot_kind="earn",
-                points=points,
-                at=when,
-                at_s=at_s,
-                available_s=available_s,
-                expires=rules.expires(row.day),
+                "earn",
+                "earn",
+                points,
+                at_s,
+                available_s,
+                rules.expires(row.day),
             )
         if m.last_purchase_at is None or m.last_purchase_at < when:
             m.last_purchase_at = when
@@ -1620,7 +1673,7 @@ class TxnImporter(Importer):
             self._upgrade(m, rules, row.day)
         amount_minor = to_minor(row.amount, self.book.digits)
         payload = purchase_payload_text(at_iso, m.code, row.category, str(row.amount))
-        batch.txns.append(
+        self._store(
             (
                 txn_id,
                 self.ctx.id,
@@ -1641,10 +1694,9 @@ class TxnImporter(Importer):
                 1,
                 at_s,
                 rules.id,
-            )
-        )
-        self.applied[row.ref] = KnownTxn(
-            txn_id, "purchase", m.id, when, amount_minor, points, points, spend, when, payload
+            ),
+            when,
+            when,
         )
         return True
 
@@ -1655,7 +1707,7 @@ class TxnImporter(Importer):
         amount = row.amount
         if amount <= 0:
             raise InvalidInput(f"return amount {amount} must be greater than zero")
-        original = self.known.get(row.original) or self.applied.get(row.original)
+        original = self._found(row.original)
         if original is None or original.kind != "purchase" or original.member_id != m.id:
             raise NotFound(
                 f"purchase {row.original} of member {m.code} not found in program {self.ctx.key}",
@@ -1708,7 +1760,7 @@ class TxnImporter(Importer):
         visits = -1 if returned_after == original_amount else 0
         self.tracker.add(m.id, original.qual_at, qual_p, qual_s, visits)
         payload = _canonical({**row.payload(), "at": when.isoformat()})
-        batch.txns.append(
+        self._store(
             (
                 txn_id,
                 self.ctx.id,
@@ -1729,23 +1781,9 @@ class TxnImporter(Importer):
                 visits,
                 batch.bulk.ts(original.qual_at),
                 rules.id,
-            )
-        )
-        before[0] += amount_minor
-        before[1] += -claw
-        before[2] += qual_p
-        before[3] += qual_s
-        self.applied[row.ref] = KnownTxn(
-            txn_id,
-            "return",
-            m.id,
+            ),
             when,
-            amount_minor,
-            -claw,
-            qual_p,
-            qual_s,
             original.qual_at,
-            payload,
         )
         return True
 
@@ -1776,13 +1814,12 @@ class TxnImporter(Importer):
                 m,
                 txn_id,
                 rules.id,
-                kind="adjust",
-                lot_kind="adjust",
-                points=points,
-                at=when,
-                at_s=at_s,
-                available_s=at_s,
-                expires=rules.expires(row.day),
+                "adjust",
+                "adjust",
+                points,
+                at_s,
+                at_s,
+                rules.expires(row.day),
             )
         else:
             batch.debit(m, txn_id, rules.id, kind="adjust", plan=plan, short=short, at_s=at_s)
@@ -1790,7 +1827,7 @@ class TxnImporter(Importer):
         if points > 0 and rules.bonus_qualifies:
             self._upgrade(m, rules, row.day)
         payload = _canonical({**row.payload(), "at": when.isoformat()})
-        batch.txns.append(
+        self._store(
             (
                 txn_id,
                 self.ctx.id,
@@ -1811,10 +1848,9 @@ class TxnImporter(Importer):
                 0,
                 at_s,
                 rules.id,
-            )
-        )
-        self.applied[row.ref] = KnownTxn(
-            txn_id, "adjust", m.id, when, None, points, qual, 0, when, payload
+            ),
+            when,
+            when,
         )
         return True
 
@@ -1886,7 +1922,7 @@ class MemberImporter(Importer):
                 result.rejected.append(Rejected(src, reason_of(exc)))
         bulk = self._start(session)
         codes = {r.code for r in parsed}
-        self.members = fetch_members(session, self.ctx.id, codes)
+        self._fetch_members(session, codes)
         self.known = fetch_txns(
             session, self.ctx.id, [f(code) for code in codes for f in (signup_ref, opening_ref)]
         )
@@ -1912,7 +1948,7 @@ class MemberImporter(Importer):
             except LoyaltyError as exc:
                 result.rejected.append(Rejected(row.src, reason_of(exc)))
         result.rejected.sort(key=lambda item: item.row.line)
-        self._finish(bulk, batch, self.members.values())
+        self._finish(bulk, batch)
         return result
 
     def _apply_row(self, row: MemberRow) -> bool:
@@ -1972,7 +2008,7 @@ class MemberImporter(Importer):
             **row.given,
         )
         m.new = True
-        self.members[row.code] = m
+        self.members[row.code] = self.touched[row.code] = m
         if rules.bonus_qualifies:
             self.tracker.fresh(m.id)
         points = rules.signup_bonus
@@ -1986,19 +2022,18 @@ class MemberImporter(Importer):
                 m,
                 txn_id,
                 rules.id,
-                kind="bonus",
-                lot_kind="bonus",
-                points=points,
-                at=at,
-                at_s=at_s,
-                available_s=at_s,
-                expires=rules.expires(day),
+                "bonus",
+                "bonus",
+                points,
+                at_s,
+                at_s,
+                rules.expires(day),
             )
             if qual:
                 self.tracker.add(m.id, at, qual, 0, 0)
                 self._upgrade(m, rules, day)
             payload = json.dumps({"kind": "bonus", "member": m.code, "reason": "signup"})
-            batch.txns.append(
+            self._store(
                 (
                     txn_id,
                     self.ctx.id,
@@ -2019,10 +2054,9 @@ class MemberImporter(Importer):
                     0,
                     at_s,
                     rules.id,
-                )
-            )
-            self.applied[signup_ref(m.code)] = KnownTxn(
-                txn_id, "bonus", m.id, at, None, points, qual, 0, at, payload
+                ),
+                at,
+                at,
             )
         if row.opening:
             self._opening(m, row)
@@ -2040,7 +2074,7 @@ class MemberImporter(Importer):
             "reason": OPENING_REASON,
             "expires": row.expires.isoformat() if row.expires else None,
         }
-        found = self.known.get(ref) or self.applied.get(ref)
+        found = self._found(ref)
         if found is not None:
             if not found.same_request(payload, at):
                 raise self._conflict(ref, found.kind)
@@ -2055,19 +2089,18 @@ class MemberImporter(Importer):
             m,
             txn_id,
             rules.id,
-            kind="adjust",
-            lot_kind="opening",
-            points=row.opening,
-            at=at,
-            at_s=at_s,
-            available_s=at_s,
-            expires=row.expires or rules.expires(day),
+            "adjust",
+            "opening",
+            row.opening,
+            at_s,
+            at_s,
+            row.expires or rules.expires(day),
         )
         if qual:
             self.tracker.add(m.id, at, qual, 0, 0)
             self._upgrade(m, rules, day)
         text_ = _canonical({**payload, "at": at.isoformat()})
-        batch.txns.append(
+        self._store(
             (
                 txn_id,
                 self.ctx.id,
@@ -2088,9 +2121,8 @@ class MemberImporter(Importer):
                 0,
                 at_s,
                 rules.id,
-            )
-        )
-        self.applied[ref] = KnownTxn(
-            txn_id, "adjust", m.id, at, None, row.opening, qual, 0, at, text_
+            ),
+            at,
+            at,
         )
         return True

@@ -1,0 +1,1 @@
+"""Benchmarks and data generators (``make bench``); not part of the test run."""

@@ -81,7 +81,7 @@ def _check_after_enrolment(ctx: ProgramContext, member: Member, at: datetime, wh
     tz = ctx.spec.program.tz
     if local_date(at, tz) < local_date(member.enrolled_at, tz):
         raise InvalidInput(
-            f"a {what} dated {local_date(at, tz)} is before member {member.code} enrolled "
+            f"{what} dated {local_date(at, tz)} is before member {member.code} enrolled "
             f"({local_date(member.enrolled_at, tz)})",
             hint="check --at, or enroll the member with an earlier --at",
         )
@@ -128,7 +128,7 @@ def post_purchase(
         return done
     require_active(member, "earn points")
     when = at or now
-    _check_after_enrolment(ctx, member, when, "purchase")
+    _check_after_enrolment(ctx, member, when, "a purchase")
     version = ctx.version_at(when)
     spec = version.spec
     tz = spec.program.tz
@@ -298,7 +298,7 @@ def post_adjustment(
     if done:
         return done
     when = at or now
-    _check_after_enrolment(ctx, member, when, "adjustment")
+    _check_after_enrolment(ctx, member, when, "an adjustment")
     version = ctx.version_at(when)
     spec = version.spec
     assert member.id is not None

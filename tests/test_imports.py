@@ -570,6 +570,28 @@ def test_rejects_file_keeps_the_rows_as_they_were(cli: Cli, tmp_path: Path) -> N
     cli.check()
 
 
+def test_returns_of_one_purchase_in_one_file_add_up(cli: Cli, tmp_path: Path) -> None:
+    """Each return counts the ones before it in the same batch: no over-return."""
+    cli("program", "load", str(write_program(tmp_path, CAFE, "cafe.toml")))
+    cli("member", "enroll", "M1", "--at", "2026-01-01")
+    path = tmp_path / "till.csv"
+    path.write_text(
+        "type,member,ref,amount,at,original\n"
+        "purchase,M1,P1,20.00,2026-02-01,\n"
+        "return,M1,R1,10.00,2026-02-02,P1\n"
+        "return,M1,R2,10.00,2026-02-03,P1\n"
+        "return,M1,R3,5.00,2026-02-04,P1\n",
+        encoding="utf-8",
+    )
+    bad = tmp_path / "bad.csv"
+    summary = cli.json("txn", "import", str(path), "--rejects", str(bad))
+    assert (summary["applied"], summary["rejected"]) == (3, 1)
+    assert "only 0.00 of 20.00 is left to return" in bad.read_text(encoding="utf-8")
+    txns = {t["ref"]: t for t in cli.json("txn", "list", "M1")}
+    assert txns["R1"]["points"] + txns["R2"]["points"] == -txns["P1"]["points"]
+    cli.check()
+
+
 def test_jsonl_rejects_and_numbers(cli: Cli, tmp_path: Path) -> None:
     cli("program", "load", str(write_program(tmp_path, CAFE, "cafe.toml")))
     cli("member", "enroll", "M1", "--at", "2026-01-01")

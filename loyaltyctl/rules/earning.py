@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
+from loyaltyctl.errors import InvalidInput
+from loyaltyctl.rules.money import from_minor, to_minor
 from loyaltyctl.rules.program import Program
 
 _ROUNDING = {"floor": ROUND_FLOOR, "half-up": ROUND_HALF_UP, "ceil": ROUND_CEILING}
@@ -81,3 +83,66 @@ def cumulative_share(total: int, original_amount: Decimal, returned_amount: Deci
         Decimal(1), rounding=ROUND_FLOOR
     )
     return total - int(kept)
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Amount (minor units), points and qualifying points and spend of a purchase, or
+    summed over the returns of one purchase as stored (points negative)."""
+
+    amount_minor: int = 0
+    points: int = 0
+    qual_points: int = 0
+    qual_spend_minor: int = 0
+
+
+@dataclass(frozen=True)
+class ReturnShare:
+    """What one return takes back, signed as stored on the return."""
+
+    amount_minor: int
+    points: int
+    qual_points: int
+    qual_spend_minor: int
+    qual_visits: int
+
+    @property
+    def clawback(self) -> int:
+        return -self.points
+
+    def after(self, before: Totals) -> Totals:
+        """The purchase's returns so far, this one included."""
+        return Totals(
+            before.amount_minor + self.amount_minor,
+            before.points + self.points,
+            before.qual_points + self.qual_points,
+            before.qual_spend_minor + self.qual_spend_minor,
+        )
+
+
+def return_share(
+    purchase: Totals, before: Totals, amount: Decimal, digits: int, *, ref: str, hint: str
+) -> ReturnShare:
+    """The share of ``purchase`` that returning ``amount`` more takes back, computed on
+    the cumulative returned amount (so a purchase returned in parts gives back exactly
+    what it earned); refuses returning more than is left."""
+    original = from_minor(purchase.amount_minor, digits)
+    returned_after = from_minor(before.amount_minor, digits) + amount
+    if returned_after > original:
+        left = original - from_minor(before.amount_minor, digits)
+        raise InvalidInput(
+            f"cannot return {amount} of purchase {ref}: only {left} of {original} is left "
+            "to return",
+            hint=hint,
+        )
+
+    def taken(total: int, taken_before: int) -> int:
+        return cumulative_share(total, original, returned_after) + taken_before
+
+    return ReturnShare(
+        amount_minor=to_minor(amount, digits),
+        points=-taken(purchase.points, before.points),
+        qual_points=-taken(purchase.qual_points, before.qual_points),
+        qual_spend_minor=-taken(purchase.qual_spend_minor, before.qual_spend_minor),
+        qual_visits=-1 if returned_after == original else 0,
+    )

@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from loyaltyctl.errors import Conflict, InvalidInput, LoyaltyError, NotAllowed, NotFound
-from loyaltyctl.rules.earning import Line, cumulative_share, purchase_points
+from loyaltyctl.rules.earning import Line, Totals, purchase_points, return_share
 from loyaltyctl.rules.expiry import lot_expiry
 from loyaltyctl.rules.money import from_minor, parse_amount, to_minor
 from loyaltyctl.rules.program import Program
@@ -791,7 +791,7 @@ def fetch_txns(session: Session, program_id: int, refs: Iterable[str]) -> dict[s
     return {row[0]: KnownTxn(*row[1:]) for row in rows}
 
 
-def fetch_returned(session: Session, original_ids: Iterable[int]) -> dict[int, list[int]]:
+def fetch_returned(session: Session, original_ids: Iterable[int]) -> dict[int, Totals]:
     """Per purchase: amount, points, qualifying points and spend of its returns so far."""
     rows: Any = session.connection().execute(
         text(
@@ -802,7 +802,7 @@ def fetch_returned(session: Session, original_ids: Iterable[int]) -> dict[int, l
         ),
         {"ids": _values(session, original_ids)},
     )
-    return {row[0]: [int(v) for v in row[1:]] for row in rows}
+    return {row[0]: Totals(*(int(v) for v in row[1:])) for row in rows}
 
 
 _LOT_ORDER = "expires_on IS NULL, expires_on, earned_at, id"
@@ -1721,21 +1721,22 @@ class TxnImporter(Importer):
                 hint="check at",
             )
         digits = self.book.digits
-        before = self.returned.setdefault(original.id, [0, 0, 0, 0])
-        returned_before, clawed_before, qual_pts_before, qual_spend_before = before
+        before = self.returned.get(original.id, Totals())
         assert original.amount_minor is not None
-        original_amount = from_minor(original.amount_minor, digits)
-        returned_after = from_minor(returned_before, digits) + amount
-        if returned_after > original_amount:
-            left = original_amount - from_minor(returned_before, digits)
-            raise InvalidInput(
-                f"cannot return {amount} of purchase {row.original}: only {left} of "
-                f"{original_amount} is left to return",
-                hint="check amount",
-            )
-        claw = cumulative_share(original.points, original_amount, returned_after) + clawed_before
-        qual_points = cumulative_share(original.qual_points, original_amount, returned_after)
-        qual_spend = cumulative_share(original.qual_spend_minor, original_amount, returned_after)
+        share = return_share(
+            Totals(
+                original.amount_minor,
+                original.points,
+                original.qual_points,
+                original.qual_spend_minor,
+            ),
+            before,
+            amount,
+            digits,
+            ref=row.original,
+            hint="check amount",
+        )
+        claw = share.clawback
         rules = row.rules
         plan: list[tuple[OpenLot, int]] = []
         short = 0
@@ -1754,10 +1755,10 @@ class TxnImporter(Importer):
         at_s = batch.bulk.ts(when)
         if claw > 0:
             batch.debit(m, txn_id, rules.id, kind="clawback", plan=plan, short=short, at_s=at_s)
-        amount_minor = to_minor(amount, digits)
-        qual_p = -(qual_points + qual_pts_before)
-        qual_s = -(qual_spend + qual_spend_before)
-        visits = -1 if returned_after == original_amount else 0
+        # A later return of the same purchase in this batch counts this one as done.
+        self.returned[original.id] = share.after(before)
+        amount_minor = share.amount_minor
+        qual_p, qual_s, visits = share.qual_points, share.qual_spend_minor, share.qual_visits
         self.tracker.add(m.id, original.qual_at, qual_p, qual_s, visits)
         payload = _canonical({**row.payload(), "at": when.isoformat()})
         self._store(

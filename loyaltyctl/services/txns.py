@@ -13,7 +13,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from loyaltyctl.errors import Conflict, InvalidInput, NotFound
-from loyaltyctl.rules.earning import Line, cumulative_share, purchase_points
+from loyaltyctl.rules.earning import Line, Totals, purchase_points, return_share
 from loyaltyctl.rules.expiry import lot_expiry
 from loyaltyctl.rules.money import from_minor, to_minor
 from loyaltyctl.rules.timeutil import local_date
@@ -216,22 +216,21 @@ def post_return(
             func.coalesce(func.sum(Txn.qual_spend_minor), 0),
         ).where(Txn.original_id == original.id, Txn.kind == "return")
     ).one()
-    returned_before, clawed_before, qual_pts_before, qual_spend_before = (
-        int(v or 0) for v in previous
-    )
     assert original.amount_minor is not None
-    original_amount = from_minor(original.amount_minor, digits)
-    returned_after = from_minor(returned_before, digits) + amount
-    if returned_after > original_amount:
-        left = original_amount - from_minor(returned_before, digits)
-        raise InvalidInput(
-            f"cannot return {amount} of purchase {original_ref}: only {left} of "
-            f"{original_amount} is left to return",
-            hint="check --amount",
-        )
-    claw = cumulative_share(original.points, original_amount, returned_after) + clawed_before
-    qual_points = cumulative_share(original.qual_points, original_amount, returned_after)
-    qual_spend = cumulative_share(original.qual_spend_minor, original_amount, returned_after)
+    share = return_share(
+        Totals(
+            original.amount_minor,
+            original.points,
+            original.qual_points,
+            original.qual_spend_minor,
+        ),
+        Totals(*(int(v or 0) for v in previous)),
+        amount,
+        digits,
+        ref=original_ref,
+        hint="check --amount",
+    )
+    claw = share.clawback
     version = ctx.version_at(when)
     spec = version.spec
     assert member.id is not None
@@ -242,13 +241,13 @@ def post_return(
         kind="return",
         occurred_at=when,
         recorded_at=now,
-        amount_minor=to_minor(amount, digits),
+        amount_minor=share.amount_minor,
         payload=_canonical({**payload, "at": when.isoformat()}),
-        points=-claw,
+        points=share.points,
         original_id=original.id,
-        qual_points=-(qual_points + qual_pts_before),
-        qual_spend_minor=-(qual_spend + qual_spend_before),
-        qual_visits=-1 if returned_after == original_amount else 0,
+        qual_points=share.qual_points,
+        qual_spend_minor=share.qual_spend_minor,
+        qual_visits=share.qual_visits,
         qual_at=original.qual_at,
         program_version_id=version.id,
     )

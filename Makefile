@@ -6,17 +6,24 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DB := demo/demo.db
 
-.PHONY: demo test lint format bench venv pg-install browser-install clean
+.PHONY: demo test lint format bench bytecode venv pg-install browser-install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@$(MAKE) --no-print-directory bytecode
 	@touch $(STAMP)
+
+# pip compiles what it installs, but the package is installed in place (editable), so its
+# own modules are compiled here: a run with PYTHONDONTWRITEBYTECODE set would otherwise
+# compile them again on every start.
+bytecode:
+	@$(BIN)/python -m compileall -q loyaltyctl
 
 venv: $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) bytecode
 	@bash scripts/demo.sh $(DEMO_DB)
 
 lint: $(STAMP)
@@ -44,7 +51,7 @@ browser-install:
 test: $(STAMP) pg-install browser-install lint
 	$(BIN)/pytest -q
 
-bench: $(STAMP) pg-install
+bench: $(STAMP) pg-install bytecode
 	$(BIN)/python -m bench
 
 clean:

@@ -1,20 +1,24 @@
-"""Write docs/cli.md from the commands themselves, so the reference cannot drift.
+"""Write docs/cli.md and the stored top-level help (loyaltyctl/cli/help.txt) from the
+commands themselves, so neither can drift.
 
 Run `python scripts/gen_cli_docs.py` after changing a command; tests/test_docs.py fails
-when the file is stale or a command has no help text.
+when either file is stale or a command has no help text.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from loyaltyctl.cli.main import app
+from loyaltyctl.cli.main import HELP_FILE, PROG_NAME, STORED_COLUMNS, app
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
+HELP_OUT = Path(HELP_FILE)
 
 HEADER = """\
 # Command reference
@@ -38,6 +42,8 @@ it is stale. The contract (names, exit codes, JSON fields) is also summarised he
 - `LOYALTYCTL_BUSY_TIMEOUT` (seconds, default 30): how long a command waits for a
   locked database or job lock before exit 7.
 - `NO_COLOR` is honoured; tables are plain text when stdout is not a terminal.
+- Help (`-h`, `--help`) is plain text, on a terminal too, at most 80 columns wide; the
+  top-level help is printed from a stored copy without loading the rest of the program.
 
 ## Exit codes
 
@@ -104,6 +110,34 @@ def render() -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+# Typer's app itself, in a process of its own: Click's CliRunner forces its own width.
+LIVE_HELP = f"from loyaltyctl.cli.app import full_app; full_app()(prog_name={PROG_NAME!r})"
+
+
+def live_help(
+    args: list[str], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the Typer app (never the stored help) with ``args``, output piped."""
+    return subprocess.run(
+        [sys.executable, "-c", LIVE_HELP, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def render_help() -> str:
+    """`loyaltyctl --help` as the Typer app prints it from 80 columns up."""
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_COMPLETE")}
+    env["COLUMNS"] = str(STORED_COLUMNS)
+    result = live_help(["--help"], env)
+    assert result.returncode == 0, result.stderr
+    # The console script writes it without knowing the terminal's encoding.
+    assert result.stdout.isascii(), "the top-level help must be ASCII"
+    return result.stdout
+
+
 def commands_without_help() -> list[str]:
     missing: list[str] = []
 
@@ -118,8 +152,9 @@ def commands_without_help() -> list[str]:
 
 
 if __name__ == "__main__":
-    text = render()
+    outputs = {OUT: render(), HELP_OUT: render_help()}
     if "--check" in sys.argv:
-        sys.exit(0 if OUT.exists() and OUT.read_text() == text else 1)
-    OUT.write_text(text)
-    print(f"wrote {OUT}")
+        sys.exit(0 if all(p.exists() and p.read_text() == t for p, t in outputs.items()) else 1)
+    for path, text in outputs.items():
+        path.write_text(text)
+        print(f"wrote {path}")

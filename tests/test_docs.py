@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from sqlalchemy import Engine
 
+from loyaltyctl import __version__
 from loyaltyctl.store.db import SCHEMA_HEAD
 from loyaltyctl.store.migrate import alembic_config, head_revision
 from tests.conftest import REPO
@@ -21,6 +23,19 @@ def test_cli_reference_is_current_and_every_command_has_help() -> None:
     assert gen_cli_docs.commands_without_help() == []
     stale = (REPO / "docs" / "cli.md").read_text() != gen_cli_docs.render()
     assert not stale, "docs/cli.md is stale: run .venv/bin/python scripts/gen_cli_docs.py"
+
+
+def test_stored_top_level_help_is_current() -> None:
+    """The console script prints loyaltyctl/cli/help.txt for --help without Typer."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import gen_cli_docs
+    finally:
+        sys.path.pop(0)
+    stale = gen_cli_docs.HELP_OUT.read_text() != gen_cli_docs.render_help()
+    assert not stale, (
+        "loyaltyctl/cli/help.txt is stale: run .venv/bin/python scripts/gen_cli_docs.py"
+    )
 
 
 def test_readme_starts_with_the_two_commands() -> None:
@@ -50,7 +65,7 @@ def test_models_and_migrations_do_not_drift(engine: Engine) -> None:
 
 
 def test_version_flag() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "loyaltyctl", "--version"], capture_output=True, text=True
-    )
-    assert out.returncode == 0 and out.stdout.startswith("loyaltyctl ")
+    exe = Path(sys.executable).parent / "loyaltyctl"
+    for command in ([sys.executable, "-m", "loyaltyctl"], [str(exe)]):
+        out = subprocess.run([*command, "--version"], capture_output=True, text=True)
+        assert out.returncode == 0 and out.stdout == f"loyaltyctl {__version__}\n"

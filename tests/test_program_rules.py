@@ -280,6 +280,15 @@ def test_bad_timezone(zone: str) -> None:
     )
 
 
+def test_zones_known_without_walking_the_zone_directories_are_known_zones() -> None:
+    """The quick check (tzdata's list) accepts nothing the full one would refuse."""
+    from loyaltyctl.rules import program
+
+    quick = program._tzdata_zones() - program._NOT_ZONES
+    assert "Europe/London" in quick
+    assert quick <= program._zone_keys()
+
+
 def test_bad_program_key() -> None:
     (problem,) = problems(HEAD.replace('"test"', '"Test Program"'))
     assert problem.startswith('p.toml:2: program.key: invalid key "Test Program"')

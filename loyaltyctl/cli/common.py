@@ -70,7 +70,8 @@ def command(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return _run_retrying_races(func, *args, **kwargs)
-        except (typer.Exit, typer.Abort):
+        except (typer.Exit, typer.Abort, BrokenPipeError):
+            # A reader that went away (`… | head`) is not a bug: Click ends quietly.
             raise
         except LoyaltyError as exc:
             report_error(exc)

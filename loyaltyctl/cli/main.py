@@ -1,80 +1,92 @@
-"""The ``loyaltyctl`` entry point: global options and the command groups."""
+"""The ``loyaltyctl`` console script.
+
+``loyaltyctl --help``, ``-h`` and a bare ``loyaltyctl`` print a stored copy of the help
+the Typer app renders (``help.txt``, written by ``scripts/gen_cli_docs.py``) without
+importing Typer, whose import alone takes longer than the 150 ms help may take on a slow
+machine. Everything else, and help in any situation the copy was not rendered for, runs
+the Typer app of ``cli/app.py``.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from typing import Any
 
-import typer
-
-from loyaltyctl import __version__
-from loyaltyctl.cli import db, imports, jobs, member, program, reward, statements, txn
-from loyaltyctl.cli.common import STATE
-
-app = typer.Typer(
-    name="loyaltyctl",
-    help="Run a customer loyalty program: points, tiers and rewards on an exact ledger.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-    # Rich help on a terminal; plain Click help when piped, which is three times faster
-    # to print because Rich's markdown support is never imported.
-    rich_markup_mode="rich" if sys.stdout.isatty() else None,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-app.add_typer(db.app, name="db")
-app.add_typer(program.app, name="program")
-app.add_typer(member.app, name="member")
-app.add_typer(txn.app, name="txn")
-# Each of these modules adds its own commands (groups or top-level commands).
-reward.register(app)
-jobs.register(app)
-statements.register(app)
-imports.register(app)
+HELP_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "help.txt")
+PROG_NAME = "loyaltyctl"
+# Click fits help to the terminal but never wider than 80 columns: from 80 columns up,
+# the rendering is the stored one.
+STORED_COLUMNS = 80
 
 
-def _version(value: bool) -> None:
-    if value:
-        print(f"loyaltyctl {__version__}")
-        raise typer.Exit()
+def _columns() -> int:
+    """The terminal width as ``shutil.get_terminal_size()`` reports it to Click's help
+    formatter; shutil itself takes 12 ms to import."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+        columns = columns or 80
+    return columns
 
 
-@app.callback()
-def root(
-    db_url: Annotated[
-        str | None,
-        typer.Option(
-            "--db",
-            envvar="LOYALTYCTL_DB",
-            help="Database: a SQLite file path or a postgresql+psycopg:// URL.",
-            show_envvar=True,
-        ),
-    ] = None,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of bugs.")] = False,
-    version: Annotated[
-        bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
-    ] = False,
-) -> None:
-    """Run a customer loyalty program: points, tiers and rewards on an exact ledger."""
-    STATE.db = db_url
-    STATE.debug = debug
-    STATE.display_tz = None
+def stored_help(args: list[str]) -> tuple[str, int] | None:
+    """The stored help and the exit code Click would give with it, when ``args`` ask for
+    exactly what it holds; None otherwise."""
+    if args == ["--help"] or args == ["-h"]:
+        code = 0
+    elif not args:
+        code = 2  # no_args_is_help: Click prints the help to stderr as a usage error
+    else:
+        return None
+    # Click names the program after argv[0], or "python -m loyaltyctl" under -m.
+    main_module = sys.modules.get("__main__")
+    if getattr(main_module, "__package__", None) not in (None, ""):
+        return None
+    if os.path.basename(sys.argv[0]) != PROG_NAME:
+        return None
+    if os.environ.get(f"_{PROG_NAME.upper()}_COMPLETE"):
+        return None
+    if _columns() < STORED_COLUMNS:
+        return None
+    try:
+        with open(HELP_FILE, encoding="ascii") as f:
+            return f.read(), code
+    except (OSError, ValueError):
+        return None
 
 
 def main() -> None:
+    args = sys.argv[1:]
+    found = stored_help(args)
+    if found is None:
+        from loyaltyctl.cli.app import run
+
+        run(args)
+    text, code = found
+    stream = sys.stdout if code == 0 else sys.stderr
     try:
-        app()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # Every command's work is committed (or rolled back) and its engine disposed before
-    # this point; unloading SQLAlchemy, pydantic and the models at exit costs more than
-    # a single command, so the process ends here.
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        code = 1  # what Click does when the reader goes away
     os._exit(code)
+
+
+def __getattr__(name: str) -> Any:
+    # ``from loyaltyctl.cli.main import app`` (tests, scripts): the app with every command,
+    # built on first use so that the console script does not import Typer for help.
+    if name == "app":
+        from loyaltyctl.cli.app import full_app
+
+        return full_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":

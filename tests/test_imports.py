@@ -570,6 +570,59 @@ def test_rejects_file_keeps_the_rows_as_they_were(cli: Cli, tmp_path: Path) -> N
     cli.check()
 
 
+def test_a_fixed_rejects_file_imports_as_it_is(cli: Cli, tmp_path: Path) -> None:
+    """The operator's loop: import, fix what the rejects file lists, import that file."""
+    cli("program", "load", str(write_program(tmp_path, CAFE, "cafe.toml")))
+    cli("member", "enroll", "M1", "--at", "2026-01-01")
+    path = tmp_path / "till.csv"
+    path.write_text(
+        "ref,member,amount,at,type,points,reason\n"
+        "T1,M1,10.00,2026-01-05,,,\n"
+        "T2,M9,10.00,2026-01-05,,,\n"
+        "A1,M1,,2026-01-05,adjust,x,goodwill\n",
+        encoding="utf-8",
+    )
+    bad = tmp_path / "bad.csv"
+    assert cli.json("txn", "import", str(path), "--rejects", str(bad))["rejected"] == 2
+    fixed = bad.read_text(encoding="utf-8").replace(",x,goodwill", ",5,goodwill")
+    bad.write_text(fixed, encoding="utf-8")
+    still = tmp_path / "still.csv"
+    summary = cli.json("txn", "import", str(bad), "--rejects", str(still))
+    assert (summary["rows"], summary["applied"], summary["rejected"]) == (2, 1, 1)
+    # Rejected again: line in the file imported, the row as it was, no stacked columns.
+    assert still.read_text(encoding="utf-8").splitlines() == [
+        "line,reason,ref,member,amount,at,type,points,adjust_reason",
+        "2,not found: member M9 not found in program cafe,T2,M9,10.00,2026-01-05,,,",
+    ]
+    adjust = cli.json("txn", "list", "M1")[-1]
+    assert (adjust["ref"], adjust["points"]) == ("A1", 5)
+    assert cli.json("txn", "import", str(bad), "--rejects", str(still))["duplicates"] == 1
+    cli.check()
+
+
+def test_a_fixed_jsonl_rejects_file_imports_as_it_is(cli: Cli, tmp_path: Path) -> None:
+    cli("program", "load", str(write_program(tmp_path, CAFE, "cafe.toml")))
+    cli("member", "enroll", "M1", "--at", "2026-01-01")
+    path = tmp_path / "till.jsonl"
+    path.write_text(
+        '{"member": "M1", "ref": "A1", "type": "adjust", "points": "x", "reason": "goodwill"}\n'
+        '{"member": "M1", "ref": "T1", "amount": "1.005", "at": "2026-01-05"}\n',
+        encoding="utf-8",
+    )
+    bad = tmp_path / "bad.jsonl"
+    assert cli.json("txn", "import", str(path), "--rejects", str(bad))["rejected"] == 2
+    rows = [json.loads(line) for line in bad.read_text(encoding="utf-8").splitlines()]
+    assert rows[0]["adjust_reason"] == "goodwill"
+    rows[0]["points"] = -5
+    rows[1]["amount"] = "1.01"
+    bad.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert cli.json("txn", "import", str(bad))["applied"] == 2
+    txns = {t["ref"]: t for t in cli.json("txn", "list", "M1")}
+    assert (txns["A1"]["points"], txns["A1"]["reason"]) == (-5, "goodwill")
+    assert txns["T1"]["amount"] == "1.01"
+    cli.check()
+
+
 def test_returns_of_one_purchase_in_one_file_add_up(cli: Cli, tmp_path: Path) -> None:
     """Each return counts the ones before it in the same batch: no over-return."""
     cli("program", "load", str(write_program(tmp_path, CAFE, "cafe.toml")))

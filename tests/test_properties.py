@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -12,7 +14,9 @@ from sqlalchemy import Engine, func
 from sqlmodel import select
 
 from loyaltyctl.errors import NotAllowed
-from loyaltyctl.rules.earning import Line
+from loyaltyctl.rules.earning import Line, line_factors, points_with, purchase_points
+from loyaltyctl.rules.program import load_program_file
+from loyaltyctl.rules.timeutil import LocalTimes, local_date, parse_when
 from loyaltyctl.services.check import check_database
 from loyaltyctl.services.context import load_context
 from loyaltyctl.services.ledger import find_member
@@ -176,3 +180,81 @@ def test_random_histories_keep_the_ledger_exact(engine: Engine, ops: list) -> No
             ).one()
             assert -clawed == original.points
     _assert_invariants(engine)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    program=st.sampled_from(sorted(PROGRAMS.glob("*.toml"))),
+    cents=st.integers(min_value=0, max_value=10**9),
+    category=st.sampled_from(
+        [None, "beans", "merch", "gift-cards", "pastry", "electronics", "taxes-and-fees"]
+        + ["tobacco", "business", "coffee-beans", "organic", "own-brand", "partner-hotel", "x"]
+    ),
+    day=st.dates(min_value=date(2025, 1, 1), max_value=date(2028, 12, 31)),
+    tier_pick=st.integers(min_value=0, max_value=10),
+)
+def test_cached_line_factors_earn_what_purchase_points_earns(
+    program: Path, cents: int, category: str | None, day: date, tier_pick: int
+) -> None:
+    """The import's per-(category, tier, day) factors give every one-line purchase the
+    points and eligible spend of the rule the commands use."""
+    spec, _source = load_program_file(program)
+    tiers = spec.tier_keys()
+    tier = tiers[tier_pick % len(tiers)]
+    amount = Decimal(cents).scaleb(-spec.program.minor_digits)
+    expected = purchase_points(spec, [Line(category, amount)], tier, day)
+    factors = line_factors(spec, category, tier, day)
+    if factors is None:
+        assert (expected.points, expected.eligible_spend) == (0, 0)
+    else:
+        assert points_with(amount, factors, spec.earn.rounding) == expected.points
+        assert expected.eligible_spend == amount
+
+
+ZONES = [
+    "America/New_York",
+    "Europe/London",
+    "Australia/Lord_Howe",  # moves its clocks by 30 minutes
+    "Pacific/Apia",  # skipped a whole day in 2011
+    "America/St_Johns",
+    "Asia/Kolkata",
+    "UTC",
+]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    zone=st.sampled_from(ZONES),
+    moment=st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2040, 12, 31)),
+    sep=st.sampled_from(["T", " "]),
+    spec=st.sampled_from(["seconds", "minutes", "microseconds"]),
+)
+def test_local_times_read_as_parse_when_reads_them(
+    zone: str, moment: datetime, sep: str, spec: str
+) -> None:
+    """The import's per-hour offsets give every local time the UTC time and local day
+    that parse_when and local_date give, or step aside (times the clocks skip or repeat
+    included)."""
+    tz = ZoneInfo(zone)
+    clock = LocalTimes(tz)
+    text = moment.isoformat(sep, spec)
+    for probe in (moment.replace(minute=0, second=0, microsecond=0).isoformat(sep), text):
+        found = clock.parse(probe)  # the first one fills the hour's cache
+    expected = parse_when(text, tz)
+    if found is not None:
+        assert found == (expected, local_date(expected, tz))
+    else:
+        assert tz.utcoffset(moment) != tz.utcoffset(moment.replace(fold=1)) or any(
+            tz.utcoffset(moment.replace(minute=m)) != tz.utcoffset(moment) for m in (0, 59)
+        )
+
+
+def test_local_times_step_aside_around_clock_changes() -> None:
+    clock = LocalTimes(ZoneInfo("America/New_York"))
+    assert clock.parse("2026-03-08T02:30:00") is None  # skipped
+    assert clock.parse("2026-11-01T01:30:00") is None  # repeated
+    assert clock.parse("2026-11-01T01:30:00-04:00") is None  # an offset: parse_when reads it
+    assert clock.parse("2026-11-01") is None
+    assert clock.parse("not a time at all") is None
+    when, day = clock.parse("2026-11-01T02:30:00") or (None, None)
+    assert when == datetime(2026, 11, 1, 7, 30, tzinfo=UTC) and day == date(2026, 11, 1)

@@ -70,6 +70,31 @@ def purchase_points(program: Program, lines: list[Line], tier_key: str, day: dat
     )
 
 
+def line_factors(
+    program: Program, category: str | None, tier_key: str, day: date
+) -> tuple[Decimal, ...] | None:
+    """What ``purchase_points`` multiplies a one-line purchase's amount by, in its order
+    (points per unit, category, tier, promotions): multiplying them in turn and rounding
+    once gives exactly its points. None when the category is excluded (no points, no
+    eligible spend).
+
+    Bulk imports work these out once per category, tier and day instead of once per row."""
+    earn = program.earn
+    tier_multiplier = program.tier(tier_key).multiplier
+    if category is not None and category in earn.exclude:
+        return None
+    multiplier = earn.categories.get(category, Decimal(1)) if category else Decimal(1)
+    promos = active_promotions(program, day, {category})
+    return (earn.per_unit, multiplier, tier_multiplier, *(m for _name, m in promos))
+
+
+def points_with(amount: Decimal, factors: tuple[Decimal, ...], rounding: str) -> int:
+    total = amount
+    for factor in factors:
+        total *= factor
+    return round_points(total, rounding)
+
+
 def cumulative_share(total: int, original_amount: Decimal, returned_amount: Decimal) -> int:
     """The part of ``total`` that the returns so far take back.
 

@@ -53,3 +53,49 @@ def as_utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
+
+
+class LocalTimes:
+    """``parse_when`` and ``local_date`` for many naive local times in one zone, as bulk
+    imports read them: the UTC offset is worked out once per local hour.
+
+    ``parse`` answers None for anything it does not read the same way for certain (an
+    offset or date alone given, a time the clocks skip or repeat, a bad value): the
+    caller then uses ``parse_when``, which also words the errors."""
+
+    LIMIT = 100_000
+
+    def __init__(self, tz: ZoneInfo) -> None:
+        self.tz = tz
+        self._offsets: dict[int, timedelta | None] = {}
+
+    def parse(self, text: str) -> tuple[datetime, date] | None:
+        """The UTC time and the local day of ``text`` (already stripped)."""
+        if len(text) < 16:
+            return None
+        try:
+            local = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        if local.tzinfo is not None:
+            return None
+        hour = local.toordinal() * 24 + local.hour
+        try:
+            offset = self._offsets[hour]
+        except KeyError:
+            if len(self._offsets) > self.LIMIT:
+                self._offsets.clear()
+            offset = self._offsets[hour] = steady_offset(local, self.tz)
+        if offset is None:
+            return None
+        # replace(tzinfo=tz).astimezone(UTC), and the local day is the one written.
+        return (local - offset).replace(tzinfo=UTC), local.date()
+
+
+def steady_offset(local: datetime, tz: ZoneInfo) -> timedelta | None:
+    """The UTC offset of every time in ``local``'s hour in ``tz``, or None when the clocks
+    change in that hour (times skipped or repeated)."""
+    start = local.replace(minute=0, second=0, microsecond=0)
+    end = start + timedelta(hours=1, microseconds=-1)
+    offsets = {tz.utcoffset(t.replace(fold=fold)) for t in (start, end) for fold in (0, 1)}
+    return offsets.pop() if len(offsets) == 1 else None

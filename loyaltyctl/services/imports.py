@@ -18,6 +18,7 @@ import contextlib
 import csv
 import itertools
 import json
+import operator
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -33,12 +34,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from loyaltyctl.errors import Conflict, InvalidInput, LoyaltyError, NotAllowed, NotFound
-from loyaltyctl.rules.earning import Line, Totals, purchase_points, return_share
+from loyaltyctl.rules.earning import Totals, line_factors, points_with, return_share
 from loyaltyctl.rules.expiry import lot_expiry
 from loyaltyctl.rules.money import from_minor, parse_amount, to_minor
 from loyaltyctl.rules.program import Program
 from loyaltyctl.rules.tiers import qualified_level, window_bounds
-from loyaltyctl.rules.timeutil import local_date, local_midnight, parse_day, parse_when
+from loyaltyctl.rules.timeutil import (
+    LocalTimes,
+    local_date,
+    local_midnight,
+    parse_day,
+    parse_when,
+)
 from loyaltyctl.services.context import ProgramContext, VersionInfo
 from loyaltyctl.services.members import signup_ref
 from loyaltyctl.store.models import metadata
@@ -50,6 +57,9 @@ MEMBER_CACHE_LIMIT = 500_000
 # Qualifying activity kept in memory between batches (member-days); past this the cache is
 # dropped and reloaded from the database, so memory stays bounded however large the file.
 TRACKER_LIMIT = 2_000_000
+# Earning factors kept per (category, tier, day): past this many the cache starts again,
+# so a file of free-text categories cannot grow it without bound.
+FACTOR_CACHE_LIMIT = 100_000
 # First key of PostgreSQL's advisory lock that makes imports of one program take turns.
 _IMPORT_LOCK = 0x4C4F5949
 
@@ -72,6 +82,7 @@ _M_MEMBER, _M_NAME, _M_EMAIL, _M_PHONE, _M_BIRTHDAY, _M_AT, _M_OPENING, _M_EXPIR
 _T_TYPE, _T_MEMBER, _T_REF, _T_AMOUNT, _T_AT, _T_CATEGORY, _T_ORIGINAL, _T_POINTS, _T_REASON = (
     range(9)
 )
+_PURCHASE_TYPES = frozenset(("", "purchase"))
 _WHOLE = re.compile(r"^[+-]?\d+$")
 _COUNT = re.compile(r"^\d+$")
 
@@ -142,6 +153,8 @@ class ImportFile:
         if not path.is_file():
             raise InvalidInput(f"cannot read {path}: no such file")
         self.header: list[str] = []
+        # Leading columns that are not data: ``line`` and ``reason`` of a rejects file.
+        self.meta = 0
         self._index = {name: i for i, name in enumerate(layout.columns)}
         self._order: list[int] = []
         if self.format == "csv":
@@ -164,15 +177,20 @@ class ImportFile:
                 hint="first line: " + ",".join(self.layout.columns),
             )
         names = [name.strip() for name in header]
-        self._check_names(names, where=f"{self.path}:1")
+        if names[: len(REJECT_COLUMNS)] == list(REJECT_COLUMNS):
+            # A rejects file of an earlier import, fixed and imported again: its line and
+            # reason say why the row was refused then and are not part of the row.
+            self.meta = len(REJECT_COLUMNS)
+        data = [_restored(name) for name in names[self.meta :]]
+        self._check_names(data, where=f"{self.path}:1")
         for name in self.layout.required:
-            if name not in names:
+            if name not in data:
                 raise InvalidInput(
                     f"{self.path}:1: required column {name!r} is missing",
                     hint="columns: " + ", ".join(self.layout.columns),
                 )
         self.header = names
-        self._order = [names.index(c) if c in names else -1 for c in self.layout.columns]
+        self._order = [data.index(c) + self.meta if c in data else -1 for c in self.layout.columns]
 
     def _check_names(self, names: Iterable[str], *, where: str) -> None:
         seen: set[str] = set()
@@ -210,26 +228,31 @@ class ImportFile:
 
     def _csv_rows(self) -> Iterator[SourceRow]:
         width = len(self.header)
-        order = self._order
+        # The layout's columns from a row padded with one empty field (for the columns
+        # the file does not have), picked in C rather than one by one.
+        pick = operator.itemgetter(*[j if j >= 0 else width for j in self._order])
+        strip = str.strip
         with self._open() as fh:
             reader = csv.reader(fh)
             header_seen = False
             end = 0
             for fields in reader:
                 start, end = end + 1, reader.line_num
+                if not header_seen:
+                    header_seen = bool("".join(fields).strip())
+                    continue
+                if len(fields) == width:
+                    values = list(map(strip, pick([*fields, ""])))
+                    # Every column of the header is one of the layout's: a row whose
+                    # values are all empty is a blank line.
+                    if any(values):
+                        yield SourceRow(start, values, fields, None)
+                    continue
                 if not "".join(fields).strip():
                     continue
-                if not header_seen:
-                    header_seen = True
-                    continue
-                problem = None
-                if len(fields) != width:
-                    problem = f"has {len(fields)} fields but the header has {width}"
-                    fields_ = fields + [""] * (width - len(fields))
-                else:
-                    fields_ = fields
-                values = [fields_[j].strip() if j >= 0 else "" for j in order]
-                yield SourceRow(start, values, fields, problem)
+                problem = f"has {len(fields)} fields but the header has {width}"
+                padded = [*fields[:width], *[""] * (width - len(fields)), ""]
+                yield SourceRow(start, list(map(strip, pick(padded))), fields, problem)
 
     def _jsonl_rows(self) -> Iterator[SourceRow]:
         index = self._index
@@ -249,6 +272,8 @@ class ImportFile:
                 if not isinstance(obj, dict):
                     yield SourceRow(number, [""] * width, line, "not a JSON object")
                     continue
+                if "line" in obj:  # a row of a rejects file: see _read_header
+                    obj = _rejected_row(obj)
                 if any(key not in index for key in obj):
                     self._check_names(obj, where=f"{self.path}:{number}")
                 values = [""] * width
@@ -324,19 +349,23 @@ class RejectsFile:
         self._csv: Any = None
         if self.format == "csv":
             self._csv = csv.writer(self._fh)
-            self._csv.writerow(["line", "reason", *(_renamed(n) for n in source.header)])
+            data = source.header[source.meta :]
+            self._csv.writerow([*REJECT_COLUMNS, *(_renamed(_restored(n)) for n in data)])
+        self._meta = source.meta
 
     def write(self, rejected: Sequence[Rejected]) -> None:
         for item in rejected:
             row = item.row
             if self._csv is not None:
-                self._csv.writerow([row.line, item.reason, *row.original])
+                self._csv.writerow([row.line, item.reason, *row.original[self._meta :]])
                 continue
             try:
                 obj = json.loads(row.original)
             except ValueError:
                 obj = None
             if isinstance(obj, dict):
+                if "line" in obj:
+                    obj = _rejected_row(obj)
                 out = {"line": row.line, "reason": item.reason}
                 out.update({_renamed(k): v for k, v in obj.items()})
             else:
@@ -348,8 +377,21 @@ class RejectsFile:
         self._fh.close()
 
 
+REJECT_COLUMNS = ("line", "reason")
+
+
 def _renamed(name: str) -> str:
     return "adjust_reason" if name == "reason" else name
+
+
+def _restored(name: str) -> str:
+    return "reason" if name == "adjust_reason" else name
+
+
+def _rejected_row(obj: dict[str, Any]) -> dict[str, Any]:
+    """A JSON line of a rejects file as the row it was: without the line and reason it
+    was refused with, ``adjust_reason`` back to ``reason``."""
+    return {_restored(k): v for k, v in obj.items() if k not in REJECT_COLUMNS}
 
 
 # ---------------------------------------------------------------------------------------
@@ -378,8 +420,22 @@ class VersionRules:
         scale = Decimal(10) ** self.digits if self.metric == "spend" else Decimal(1)
         self.next_min = [levels[i + 1].min * scale for i in range(self.top)]
         self.view = 0
+        self.rounding = spec.earn.rounding
         self._expiry: dict[date, date | None] = {}
         self._window: dict[date, tuple[int, int]] = {}
+        self._factors: dict[tuple[str | None, str, date], tuple[Decimal, ...] | None] = {}
+
+    def factors(self, category: str | None, tier: str, day: date) -> tuple[Decimal, ...] | None:
+        """``line_factors`` of a one-line purchase, worked out once per category, tier
+        and day."""
+        key = (category, tier, day)
+        try:
+            return self._factors[key]
+        except KeyError:
+            if len(self._factors) > FACTOR_CACHE_LIMIT:
+                self._factors.clear()
+            value = self._factors[key] = line_factors(self.spec, category, tier, day)
+            return value
 
     def expires(self, day: date) -> date | None:
         try:
@@ -1454,7 +1510,58 @@ class TxnImporter(Importer):
 
     layout = TXN_LAYOUT
 
+    def __init__(self, ctx: ProgramContext, *, now: datetime, keeps_locks: bool) -> None:
+        super().__init__(ctx, now=now, keeps_locks=keeps_locks)
+        digits = self.book.digits
+        # An amount parse_amount accepts as it is: digits, and at most the currency's
+        # decimals (anything else goes the long way, to its error message).
+        self._plain_amount = re.compile(
+            rf"\d+(?:\.\d{{1,{digits}}})?" if digits else r"\d+"
+        ).fullmatch
+        self._single = self.book.versions[0] if len(self.book.versions) == 1 else None
+        self._clock = LocalTimes(self.book.tz)
+
     def parse(self, src: SourceRow) -> TxnRow:
+        v = src.values
+        if src.problem is None and v[_T_TYPE] in _PURCHASE_TYPES and self._single is not None:
+            row = self._parse_plain_purchase(src, v, self._single)
+            if row is not None:
+                return row
+        return self._parse_row(src)
+
+    def _parse_plain_purchase(
+        self, src: SourceRow, v: list[str], rules: VersionRules
+    ) -> TxnRow | None:
+        """The common row, a purchase with a local time, in a program with one version:
+        the checks and the result of ``_parse_row``, with less work per row. None for
+        anything else, which ``_parse_row`` then parses (or refuses with its message)."""
+        member, ref, amount, at = v[_T_MEMBER], v[_T_REF], v[_T_AMOUNT], v[_T_AT]
+        if (
+            not member
+            or not ref
+            or len(member) > 128
+            or len(ref) > 200
+            or v[_T_ORIGINAL]
+            or v[_T_POINTS]
+            or v[_T_REASON]
+            or not self._plain_amount(amount)
+            or "\x00" in member
+            or "\x00" in ref
+        ):
+            return None
+        category = v[_T_CATEGORY] or None
+        if category is not None and "\x00" in category:
+            return None
+        parsed = self._clock.parse(at)
+        if parsed is None:
+            return None
+        when, day = parsed
+        row = TxnRow(src, "purchase", member, ref, when, when, rules, day)
+        row.amount = Decimal(amount)
+        row.category = category
+        return row
+
+    def _parse_row(self, src: SourceRow) -> TxnRow:
         if src.problem:
             raise InvalidInput(src.problem)
         v = src.values
@@ -1645,8 +1752,13 @@ class TxnImporter(Importer):
             )
         self._after_enrolment(row, m, "a purchase")
         rules = row.rules
-        earning = purchase_points(rules.spec, [Line(row.category, row.amount)], m.tier, row.day)
-        points = earning.points
+        factors = rules.factors(row.category, m.tier, row.day)
+        amount_minor = to_minor(row.amount, self.book.digits)
+        if factors is None:
+            points = spend = 0
+        else:
+            points = points_with(row.amount, factors, rules.rounding)
+            spend = amount_minor
         batch = self.batch
         txn_id = batch.next_txn_id()
         when = row.when
@@ -1667,11 +1779,9 @@ class TxnImporter(Importer):
         if m.last_purchase_at is None or m.last_purchase_at < when:
             m.last_purchase_at = when
             m.changed = True
-        spend = to_minor(earning.eligible_spend, self.book.digits)
         if m.id in self.tracker.members:
             self.tracker.add(m.id, when, points, spend, 1, (rules.tz_name, row.day))
             self._upgrade(m, rules, row.day)
-        amount_minor = to_minor(row.amount, self.book.digits)
         payload = purchase_payload_text(at_iso, m.code, row.category, str(row.amount))
         self._store(
             (

@@ -423,6 +423,81 @@ def test_one_transaction_import_matches_too(
     twin.check()
 
 
+def test_lots_kept_between_batches_give_the_ledger_of_posting_row_by_row(
+    cli: Cli, twin: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One transaction over many small batches keeps a member's open lots between them:
+    later redemptions and returns of early purchases (lots the first small debit never
+    loaded) take from the same lots as the commands would."""
+    rows: list[dict[str, Any]] = []
+    for i in range(36):
+        day = f"2026-{1 + i // 4:02d}-{1 + (i % 4) * 7:02d}"
+        rows.append({"member": "M1", "ref": f"P{i}", "amount": f"{10 + i % 7}.50", "at": day})
+        if i == 4:  # takes from the oldest lot alone: the others stay unread
+            rows.append(
+                {
+                    "type": "adjust",
+                    "member": "M1",
+                    "ref": "A4",
+                    "points": "-30",
+                    "reason": "redeemed",
+                    "at": day,
+                }
+            )
+    late = "2026-10-01"
+    rows += [
+        {
+            "type": "return",
+            "member": "M1",
+            "ref": "R1",
+            "original": "P30",
+            "amount": "5.00",
+            "at": late,
+        },
+        {
+            "type": "return",
+            "member": "M1",
+            "ref": "R2",
+            "original": "P2",
+            "amount": "12.50",
+            "at": late,
+        },
+        {
+            "type": "adjust",
+            "member": "M1",
+            "ref": "A99",
+            "points": "-900",
+            "reason": "redeemed",
+            "at": late,
+        },
+        {
+            "type": "return",
+            "member": "M1",
+            "ref": "R3",
+            "original": "P35",
+            "amount": "10.50",
+            "at": late,
+        },
+        {
+            "type": "adjust",
+            "member": "M1",
+            "ref": "A100",
+            "points": "-2000",
+            "reason": "redeemed",
+            "at": late,
+        },
+    ]
+    for db in (cli, twin):
+        enroll_all(db, "cafe", tmp_path)
+    for row in rows:
+        assert post_one(twin, row) == 0, row
+    monkeypatch.setenv("LOYALTYCTL_IMPORT_BATCH_ROWS", "3")
+    summary = cli.json("txn", "import", str(write_csv(tmp_path / "m1.csv", rows)))
+    assert summary["applied"] == len(rows)
+    assert dump(cli) == dump(twin)
+    cli.check()
+
+
 def test_member_import_enrolls_as_member_enroll(cli: Cli, twin: Cli, tmp_path: Path) -> None:
     rows = [
         {"member": "C1", "name": "Ann", "email": "ann@example.com", "enrolled_at": "2026-02-01"},

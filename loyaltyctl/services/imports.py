@@ -54,6 +54,8 @@ DEFAULT_BATCH_ROWS = 10_000
 SQLITE_CACHE_KIB = 256 * 1024
 # Member rows kept between batches of a one-transaction import.
 MEMBER_CACHE_LIMIT = 500_000
+# Open lots kept on those member rows for later debits.
+LOT_CACHE_LIMIT = 250_000
 # Qualifying activity kept in memory between batches (member-days); past this the cache is
 # dropped and reloaded from the database, so memory stays bounded however large the file.
 TRACKER_LIMIT = 2_000_000
@@ -693,6 +695,9 @@ class OpenLot:
         return lot.key
 
 
+_LOT_KEY = operator.attrgetter("key")
+
+
 class KnownTxn:
     """What a batch needs to know about a stored (or just applied) transaction."""
 
@@ -909,6 +914,24 @@ def fetch_open_lots(
             m.lots_complete = loaded.get(member_id, 0) == totals[member_id]
         else:  # nothing came back: with most > 0 that means no open lots at all
             m.lots_complete = most > 0
+
+
+def add_lots_of_txns(
+    session: Session, members: dict[int, MemberState], txn_ids: Iterable[int]
+) -> None:
+    """Add to the lots already loaded for ``members`` the open lots the transactions
+    ``txn_ids`` made (purchases being returned), where missing."""
+    rows = session.connection().execute(
+        text(
+            f"SELECT {_LOT_COLUMNS} FROM points_lot "
+            f"WHERE {_any(session, 'txn_id', 'own')} AND remaining > 0"
+        ),
+        {"own": _values(session, txn_ids)},
+    )
+    for member_id, lot_id, txn_id, expires, earned, remaining in rows:
+        m = members.get(member_id)
+        if m is not None and m.lots is not None and all(lot.id != lot_id for lot in m.lots):
+            m.lots.append(OpenLot(lot_id, txn_id, expires, earned, remaining))
 
 
 def load_all_lots(session: Session, m: MemberState) -> None:
@@ -1151,6 +1174,10 @@ class _Batch:
         self.txn_ids: Iterator[int] = iter(())
         self.lot_ids: Iterator[int] = iter(())
         self.last_txn_id: int | None = None
+        # Lots this batch made that members' lot lists hold, and stored lots it took from.
+        self.open_lots: list[OpenLot] = []
+        self.debited: dict[int, OpenLot] = {}
+        self.debtors: dict[int, MemberState] = {}
 
     def next_txn_id(self) -> int:
         self.last_txn_id = next(self.txn_ids)
@@ -1197,7 +1224,9 @@ class _Batch:
         self.lots.append(row)
         self.entry(m, txn_id, lot_id, kind, rest, at_s, version_id)
         if m.lots is not None:
-            m.lots.append(OpenLot(lot_id, txn_id, expires_s, at_s, rest, row))
+            lot = OpenLot(lot_id, txn_id, expires_s, at_s, rest, row)
+            m.lots.append(lot)
+            self.open_lots.append(lot)
 
     @staticmethod
     def plan_debit(lots: Iterable[OpenLot], points: int) -> tuple[list[tuple[OpenLot, int]], int]:
@@ -1223,8 +1252,13 @@ class _Batch:
         short: int,
         at_s: Any,
     ) -> None:
+        self.debtors[m.id] = m
         for lot, take in plan:
             lot.remaining -= take
+            if lot.row is not None:
+                lot.row[_LOT_REMAINING] = lot.remaining
+            else:
+                self.debited[lot.id] = lot
             self.entry(m, txn_id, lot.id, kind, -take, at_s, version_id)
         if short:
             self.entry(m, txn_id, None, kind, -short, at_s, version_id)
@@ -1234,13 +1268,10 @@ class _Batch:
         bulk = self.bulk
         new_members: list[tuple[Any, ...]] = []
         member_updates: list[tuple[Any, ...]] = []
-        lot_updates: list[tuple[int, int]] = []
+        lot_updates = [
+            (lot.remaining, lot.id) for lot in self.debited.values() if lot.remaining != lot.initial
+        ]
         for m in members:
-            for lot in m.lots or ():
-                if lot.row is not None:
-                    lot.row[_LOT_REMAINING] = lot.remaining
-                elif lot.remaining != lot.initial:
-                    lot_updates.append((lot.remaining, lot.id))
             last = bulk.ts(m.last_purchase_at) if m.last_purchase_at else None
             if m.new:
                 new_members.append(
@@ -1293,6 +1324,8 @@ class Importer:
         self._mark: int | None = None
         self.members: dict[str, MemberState] = {}
         self.touched: dict[str, MemberState] = {}
+        # Members whose open lots are kept between batches of one transaction.
+        self._kept: dict[int, MemberState] = {}
         self.known: dict[str, KnownTxn] = {}
         # Transactions this batch stored: their insert row, time and qualifying time.
         self.applied: dict[str, tuple[tuple[Any, ...], datetime, datetime]] = {}
@@ -1339,6 +1372,7 @@ class Importer:
         else:
             if len(self.members) > MEMBER_CACHE_LIMIT:
                 self.members = {}
+                self._kept.clear()
             missing = [code for code in codes if code not in self.members]
             if missing:
                 self.members.update(fetch_members(session, self.ctx.id, missing))
@@ -1348,11 +1382,34 @@ class Importer:
         batch.write(self.touched.values())
         for m in self.touched.values():
             m.changed = m.new = False
-            m.lots = None
+        self._keep_lots(batch)
         if bulk.sqlite and batch.last_txn_id is not None:
             self._mark = batch.last_txn_id
         if self.tracker.size > TRACKER_LIMIT:
             self.tracker.clear()
+
+    def _keep_lots(self, batch: _Batch) -> None:
+        """After a batch is written: in one transaction the lots loaded on member rows stay
+        what the database holds (this import adds each new lot of those members to them),
+        so later batches take from them instead of reading them again. Between
+        transactions another writer may have changed them: they are read again."""
+        if not self.keeps_locks:
+            for m in self.touched.values():
+                m.lots = None
+            return
+        for lot in itertools.chain(batch.open_lots, batch.debited.values()):
+            lot.row = None  # stored now, with this remainder
+            lot.initial = lot.remaining
+        for m in batch.debtors.values():
+            if m.lots is not None:
+                m.lots = [lot for lot in m.lots if lot.remaining > 0]
+        for m in self.touched.values():
+            if m.lots is not None:
+                self._kept[m.id] = m
+        if sum(len(m.lots or ()) for m in self._kept.values()) > LOT_CACHE_LIMIT:
+            for m in self._kept.values():
+                m.lots = None
+            self._kept.clear()
 
     def _store(self, txn: tuple[Any, ...], when: datetime, qual_at: datetime) -> None:
         """Queue a transaction row (in TXN_INSERT's order) and remember it by reference
@@ -1672,20 +1729,24 @@ class TxnImporter(Importer):
                 needs.setdefault(m, 0)
                 if (found := self.known.get(r.original)) is not None:
                     own.append(found.id)
-        fetch_open_lots(self.session, needs, own)
+        kept = {m.id: m for m in needs if m.lots is not None}
+        if kept and own:
+            add_lots_of_txns(self.session, kept, own)
+        fetch_open_lots(self.session, {m: n for m, n in needs.items() if m.id not in kept}, own)
 
     def _debit_plan(
         self, m: MemberState, first: list[OpenLot], points: int
     ) -> tuple[list[tuple[OpenLot, int]], int]:
         """services.ledger.debit's plan over ``first`` then the member's other lots in
         order; when it reaches past the lots loaded so far, the rest are loaded first."""
+        skip = set(first)
         while True:
             assert m.lots is not None
-            others = sorted(
-                (lot for lot in m.lots if lot.remaining > 0 and lot not in first),
-                key=OpenLot.order,
-            )
-            plan, short = _Batch.plan_debit([*first, *others], points)
+            # Kept in order: lots come in order or nearly (sorting them again is cheap),
+            # and the plan reads only as far as it needs.
+            m.lots.sort(key=_LOT_KEY)
+            others = (lot for lot in m.lots if lot not in skip)
+            plan, short = _Batch.plan_debit(itertools.chain(first, others), points)
             if m.lots_complete:
                 return plan, short
             horizon = m.horizon

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -19,6 +22,7 @@ from loyaltyctl.rules.program import load_program_file
 from loyaltyctl.rules.timeutil import LocalTimes, local_date, parse_when
 from loyaltyctl.services.check import check_database
 from loyaltyctl.services.context import load_context
+from loyaltyctl.services.imports import csv_records
 from loyaltyctl.services.ledger import find_member
 from loyaltyctl.services.members import enroll
 from loyaltyctl.services.programs import load_program
@@ -258,3 +262,29 @@ def test_local_times_step_aside_around_clock_changes() -> None:
     assert clock.parse("not a time at all") is None
     when, day = clock.parse("2026-11-01T02:30:00") or (None, None)
     assert when == datetime(2026, 11, 1, 7, 30, tzinfo=UTC) and day == date(2026, 11, 1)
+
+
+def _records(read: Callable[[io.StringIO], Iterator[tuple[int, list[str]]]], text: str) -> list:
+    out: list = []
+    try:
+        for start, fields in read(io.StringIO(text, newline="")):
+            out.append((start, fields))
+    except csv.Error:
+        out.append("error")
+    return out
+
+
+def _reference_records(fh: io.StringIO) -> Iterator[tuple[int, list[str]]]:
+    reader = csv.reader(fh)
+    end = 0
+    for fields in reader:
+        start, end = end + 1, reader.line_num
+        yield start, fields
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.text(alphabet='ab ,"\n\r\x00é', max_size=60))
+def test_csv_records_read_as_csv_reader_does(text: str) -> None:
+    """The import's CSV reader (commas split directly on lines without quotes) gives the
+    records and start lines of csv.reader, quoted fields over several lines included."""
+    assert _records(csv_records, text) == _records(_reference_records, text)

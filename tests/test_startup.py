@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import typer
 
+from loyaltyctl import __version__
 from loyaltyctl.cli.app import NAMES, build_app, named_command
 from tests.conftest import REPO
 
@@ -146,6 +147,17 @@ def test_help_from_the_stored_copy_imports_no_typer() -> None:
     for imported in (piped.stderr, terminal.decode()):
         assert "import time:" in imported
         assert "typer" not in imported and "loyaltyctl.cli.app" not in imported
+
+
+def test_version_imports_no_typer() -> None:
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", str(EXE), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and done.stdout == f"loyaltyctl {__version__}\n"
+    assert "import time:" in done.stderr and "typer" not in done.stderr
 
 
 def test_python_m_names_itself_and_is_not_served_the_stored_help() -> None:

@@ -3,8 +3,8 @@
 ``loyaltyctl --help``, ``-h`` and a bare ``loyaltyctl`` print a stored copy of the help
 the Typer app renders (``help.txt``, written by ``scripts/gen_cli_docs.py``) without
 importing Typer, whose import alone takes longer than the 150 ms help may take on a slow
-machine. Everything else, and help in any situation the copy was not rendered for, runs
-the Typer app of ``cli/app.py``.
+machine; ``--version`` alone is answered the same way. Everything else, and help in any
+situation the copy was not rendered for, runs the Typer app of ``cli/app.py``.
 """
 
 from __future__ import annotations
@@ -62,9 +62,19 @@ def stored_help(args: list[str]) -> tuple[str, int] | None:
         return None
 
 
+def version_text(args: list[str]) -> tuple[str, int] | None:
+    """What ``--version`` alone prints (the app's eager ``--version`` option), without
+    importing Typer."""
+    if args != ["--version"]:
+        return None
+    from loyaltyctl import __version__
+
+    return f"{PROG_NAME} {__version__}\n", 0
+
+
 def main() -> None:
     args = sys.argv[1:]
-    found = stored_help(args)
+    found = version_text(args) or stored_help(args)
     if found is None:
         from loyaltyctl.cli.app import run
 

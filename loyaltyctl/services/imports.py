@@ -369,7 +369,7 @@ class RejectsFile:
         if self.format == "csv":
             self._csv = csv.writer(self._fh)
             data = source.header[source.meta :]
-            self._csv.writerow([*REJECT_COLUMNS, *(_renamed(_restored(n)) for n in data)])
+            self._csv.writerow([*REJECT_COLUMNS, *(_renamed(n) for n in data)])
         self._meta = source.meta
 
     def write(self, rejected: Sequence[Rejected]) -> None:
@@ -707,11 +707,8 @@ class OpenLot:
         self.initial = remaining
         self.row = row
 
-    @staticmethod
-    def order(lot: OpenLot) -> tuple[Any, ...]:
-        return lot.key
 
-
+# OpenLot.key, read in C when a member's lots are sorted.
 _LOT_KEY = operator.attrgetter("key")
 
 
@@ -945,25 +942,33 @@ def add_lots_of_txns(
         ),
         {"own": _values(session, txn_ids)},
     )
-    for member_id, lot_id, txn_id, expires, earned, remaining in rows:
-        m = members.get(member_id)
-        if m is not None and m.lots is not None and all(lot.id != lot_id for lot in m.lots):
-            m.lots.append(OpenLot(lot_id, txn_id, expires, earned, remaining))
+    _append_missing_lots(members, rows)
 
 
 def load_all_lots(session: Session, m: MemberState) -> None:
     """Every stored lot of ``m`` with points left, keeping those already in memory (a
     debit of this batch may have taken from them)."""
     assert m.lots is not None
-    have = {lot.id for lot in m.lots}
     rows = session.connection().execute(
         text(f"SELECT {_LOT_COLUMNS} FROM points_lot WHERE member_id = :m AND remaining > 0"),
         {"m": m.id},
     )
-    for _member_id, lot_id, txn_id, expires, earned, remaining in rows:
-        if lot_id not in have:
-            m.lots.append(OpenLot(lot_id, txn_id, expires, earned, remaining))
+    _append_missing_lots({m.id: m}, rows)
     m.lots_complete = True
+
+
+def _append_missing_lots(members: dict[int, MemberState], rows: Iterable[Any]) -> None:
+    """Add lot rows (``_LOT_COLUMNS``) to the loaded lots of their members, except those
+    already loaded: the ones in memory may have been debited since."""
+    have: dict[int, set[int]] = {}
+    for member_id, lot_id, txn_id, expires, earned, remaining in rows:
+        m = members.get(member_id)
+        if m is None or m.lots is None:
+            continue
+        if member_id not in have:
+            have[member_id] = {lot.id for lot in m.lots}
+        if lot_id not in have[member_id]:
+            m.lots.append(OpenLot(lot_id, txn_id, expires, earned, remaining))
 
 
 TXN_INSERT = (

@@ -243,7 +243,7 @@ def startup_figures(db: str, runs: int) -> list[Figure]:
 
 def _sqlite_connect(path: Path) -> sqlite3.Connection:
     """The pragmas loyaltyctl's engine sets, and the page cache its imports use."""
-    from loyaltyctl.services.imports import SQLITE_CACHE_KIB
+    from loyaltyctl.store.bulk import SQLITE_CACHE_KIB
 
     con = sqlite3.connect(path, isolation_level=None)
     for pragma in (

@@ -24,7 +24,7 @@ import typer.main
 from sqlalchemy import create_engine, text
 
 from loyaltyctl.cli.main import app
-from loyaltyctl.services.imports import purchase_payload_text
+from loyaltyctl.services.imports.txn_rows import purchase_payload_text
 from tests.conftest import REPO, Cli, write_program
 
 CAFE = """
@@ -881,7 +881,7 @@ def test_killed_import_runs_again_to_exactly_once(
 
 
 def test_purchase_payload_text_is_the_canonical_json() -> None:
-    from loyaltyctl.services.imports import _canonical
+    from loyaltyctl.services.imports.batch import canonical as _canonical
 
     for member, category, amount in [
         ("M1", None, "12.50"),

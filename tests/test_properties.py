@@ -22,7 +22,7 @@ from loyaltyctl.rules.program import load_program_file
 from loyaltyctl.rules.timeutil import LocalTimes, local_date, parse_when
 from loyaltyctl.services.check import check_database
 from loyaltyctl.services.context import load_context
-from loyaltyctl.services.imports import csv_records
+from loyaltyctl.services.imports.reading import csv_records
 from loyaltyctl.services.ledger import find_member
 from loyaltyctl.services.members import enroll
 from loyaltyctl.services.programs import load_program

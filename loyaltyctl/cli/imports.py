@@ -1,10 +1,9 @@
 """``member import`` and ``txn import``: members and transactions in bulk from CSV or JSON
 Lines files.
 
-Transactions: with ``--rejects`` each batch of rows is committed on its own (an import
-killed half-way keeps the batches it committed; run again, those rows are duplicates by
-their references), bad rows go to the rejects file and the rest goes in. Without it the
-whole file is one transaction: any bad row fails the import and nothing is written.
+The options, the progress bar and the summary; which transactions the import runs in
+(one per batch with ``--rejects``, one for the whole file without) is
+``services.imports.run``'s.
 """
 
 from __future__ import annotations
@@ -26,13 +25,14 @@ from loyaltyctl.cli.common import (
     emit_json,
     err,
     now,
-    program_context,
     say,
 )
 from loyaltyctl.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from loyaltyctl.services.imports import BatchResult, ImportFile, ImportSummary
+    from loyaltyctl.services.imports.batch import BatchResult
+    from loyaltyctl.services.imports.reading import ImportFile
+    from loyaltyctl.services.imports.run import ImportSummary
 
 FileArg = Annotated[
     Path, typer.Argument(help="A CSV file with a header row, or a JSON Lines file.")
@@ -116,63 +116,27 @@ def _run(
     program: str | None,
     json_out: bool,
 ) -> None:
-    from loyaltyctl.services import imports as svc
-    from loyaltyctl.store.db import open_database, session_scope
+    from loyaltyctl.services.imports.run import DEFAULT_BATCH_ROWS, FileImport
+    from loyaltyctl.store.db import open_database
 
-    started = time.perf_counter()
-    source = svc.ImportFile(file, svc.MEMBER_LAYOUT if kind == "member" else svc.TXN_LAYOUT, fmt)
-    if rejects is not None and rejects.resolve() == file.resolve():
-        raise InvalidInput("--rejects must not be the file being imported")
-    importer_class: Any = svc.MemberImporter if kind == "member" else svc.TxnImporter
-    batch_rows = _env_count(BATCH_ROWS_ENV, svc.DEFAULT_BATCH_ROWS)
+    batch_rows = _env_count(BATCH_ROWS_ENV, DEFAULT_BATCH_ROWS)
     die_after = _env_count(DIE_AFTER_ENV, 0)
-    batch_by_batch = rejects is not None and not dry_run
-    summary = svc.ImportSummary(
-        file=str(file), dry_run=dry_run, rejects_file=str(rejects) if rejects else None
-    )
-    if batch_by_batch:
-        # Nothing may be committed before an unknown field is refused.
-        source.check_fields()
-    out = svc.RejectsFile(rejects, source) if rejects is not None else None
-    try:
+    with FileImport(kind, file, rejects=rejects, dry_run=dry_run, fmt=fmt) as job:
         engine = open_database(STATE.db)
-    except BaseException:
-        if out is not None:
-            out.close()
-        raise
-    progress = _Progress(source, enabled=not json_out and sys.stderr.isatty())
+        progress = _Progress(job.source, enabled=not json_out and sys.stderr.isatty())
 
-    def record(number: int, result: BatchResult) -> None:
-        summary.add(result)
-        if out is not None:
-            out.write(result.rejected)
-        progress.advance(result)
-        if die_after and number >= die_after:
-            os.kill(os.getpid(), signal.SIGKILL)
+        def advance(number: int, result: BatchResult) -> None:
+            progress.advance(result)
+            if die_after and number >= die_after:
+                os.kill(os.getpid(), signal.SIGKILL)
 
-    try:
-        with progress:
-            if batch_by_batch:
-                with session_scope(engine, write=False) as session:
-                    ctx = program_context(session, program)
-                importer = importer_class(ctx, now=now(), keeps_locks=False)
-                for number, rows in enumerate(source.batches(batch_rows), 1):
-                    with session_scope(engine) as session:
-                        result = importer.apply(session, rows)
-                    record(number, result)
-            else:
-                with session_scope(engine, dry_run=dry_run) as session:
-                    ctx = program_context(session, program)
-                    importer = importer_class(ctx, now=now(), keeps_locks=True)
-                    for number, rows in enumerate(source.batches(batch_rows), 1):
-                        record(number, importer.apply(session, rows))
-                    if summary.rejected and out is None:
-                        raise _bad_rows(summary, file)
-    finally:
-        if out is not None:
-            out.close()
-        engine.dispose()
-    summary.seconds = round(time.perf_counter() - started, 3)
+        try:
+            with progress:
+                summary = job.run(
+                    engine, program=program, now=now(), batch_rows=batch_rows, on_batch=advance
+                )
+        finally:
+            engine.dispose()
     _render(kind, summary, json_out)
 
 
@@ -183,20 +147,6 @@ def _env_count(name: str, default: int) -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise InvalidInput(f"{name}={raw!r} is not a positive whole number")
     return int(raw)
-
-
-def _bad_rows(summary: ImportSummary, file: Path) -> InvalidInput:
-    count = summary.rejected
-    lines = [f"  line {r.row.line}: {r.reason}" for r in summary.first_rejected]
-    if count > len(lines):
-        lines.append(f"  … and {count - len(lines)} more")
-    what = "would be imported (dry run)" if summary.dry_run else "was imported"
-    return InvalidInput(
-        f"{count} bad row{'s' if count != 1 else ''} in {file}; nothing {what}:\n"
-        + "\n".join(lines),
-        hint="fix them, or pass --rejects FILE to import the good rows and set the bad ones "
-        "aside (with --dry-run to only list them)",
-    )
 
 
 def _render(kind: str, summary: ImportSummary, json_out: bool) -> None:

@@ -1,0 +1,104 @@
+"""Rejected rows: why each was refused, and the rejects file that lists them in the
+input's format."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from loyaltyctl.errors import Conflict, InvalidInput, LoyaltyError, NotAllowed, NotFound
+
+if TYPE_CHECKING:
+    from loyaltyctl.services.imports.reading import ImportFile, SourceRow
+
+
+@dataclass
+class Rejected:
+    row: SourceRow
+    reason: str
+
+
+_LABELS: tuple[tuple[type[LoyaltyError], str], ...] = (
+    (NotFound, "not found"),
+    (Conflict, "conflict"),
+    (NotAllowed, "not allowed"),
+    (InvalidInput, "invalid"),
+)
+
+
+def reason_of(exc: LoyaltyError) -> str:
+    for cls, label in _LABELS:
+        if isinstance(exc, cls):
+            return f"{label}: {exc.message}"
+    return exc.message
+
+
+class RejectsFile:
+    """Rejected rows in the input's format, each with its ``line`` and ``reason`` first.
+
+    A txn import's own ``reason`` column (why points were adjusted) is kept as
+    ``adjust_reason``, since ``reason`` says why the row was rejected."""
+
+    def __init__(self, path: Path, source: ImportFile) -> None:
+        self.path = path
+        self.format = source.format
+        try:
+            self._fh = path.open(
+                "w", encoding="utf-8", newline="" if self.format == "csv" else None
+            )
+        except OSError as exc:
+            raise InvalidInput(f"cannot write the rejects file {path}: {exc.strerror}") from exc
+        self._csv: Any = None
+        if self.format == "csv":
+            self._csv = csv.writer(self._fh)
+            data = source.header[source.meta :]
+            self._csv.writerow([*REJECT_COLUMNS, *(_renamed(n) for n in data)])
+        self._meta = source.meta
+
+    def write(self, rejected: Sequence[Rejected]) -> None:
+        for item in rejected:
+            row = item.row
+            if self._csv is not None:
+                self._csv.writerow([row.line, item.reason, *row.original[self._meta :]])
+                continue
+            try:
+                obj = json.loads(row.original)
+            except ValueError:
+                obj = None
+            if isinstance(obj, dict):
+                if "line" in obj:
+                    obj = rejected_row(obj)
+                out = {"line": row.line, "reason": item.reason}
+                out.update({_renamed(k): v for k, v in obj.items()})
+            else:
+                out = {"line": row.line, "reason": item.reason, "raw": row.original}
+            self._fh.write(json.dumps(out, ensure_ascii=False) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+REJECT_COLUMNS = ("line", "reason")
+
+
+def _renamed(name: str) -> str:
+    return "adjust_reason" if name == "reason" else name
+
+
+def restored_name(name: str) -> str:
+    return "reason" if name == "adjust_reason" else name
+
+
+def rejected_row(obj: dict[str, Any]) -> dict[str, Any]:
+    """A JSON line of a rejects file as the row it was: without the line and reason it
+    was refused with, ``adjust_reason`` back to ``reason``."""
+    return {restored_name(k): v for k, v in obj.items() if k not in REJECT_COLUMNS}
+
+
+# ---------------------------------------------------------------------------------------
+# Rules of each program version, with the derived values a batch needs per row

@@ -1,0 +1,432 @@
+"""The bulk paths of each database for imports: set lookups of what a batch refers to
+(members, references, returns so far, open lots, qualifying activity), and inserts and
+updates of many rows at once (``executemany`` on SQLite, ``COPY`` on PostgreSQL). This is
+where imports tell SQLite from PostgreSQL."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import TextualSelect, text
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from loyaltyctl.ledger.state import KnownTxn, MemberState, OpenLot
+from loyaltyctl.rules.earning import Totals
+from loyaltyctl.store.models import metadata
+
+SQLITE_CACHE_KIB = 256 * 1024
+
+
+# First key of PostgreSQL's advisory lock that makes imports of one program take turns.
+_IMPORT_LOCK = 0x4C4F5949
+
+
+def _is_sqlite(session: Session) -> bool:
+    return session.connection().dialect.name == "sqlite"
+
+
+def _any(session: Session, column: str, param: str) -> str:
+    """``column`` is one of the values of parameter ``param`` (see ``_values``): one JSON
+    or array parameter however many values, where ``IN (…)`` would bind each."""
+    if _is_sqlite(session):
+        return f"{column} IN (SELECT value FROM json_each(:{param}))"
+    return f"{column} = ANY(:{param})"
+
+
+def _values(session: Session, values: Iterable[Any]) -> Any:
+    items = sorted(set(values))
+    return json.dumps(items) if _is_sqlite(session) else items
+
+
+def _typed(sql: str, table: str, *columns: str) -> TextualSelect:
+    """SQL text whose result columns convert like the model's (dates, aware datetimes)."""
+    t = metadata.tables[table]
+    return text(sql).columns(*(t.c[name] for name in columns))
+
+
+_MEMBER_FIELDS = (
+    "id",
+    "code",
+    "status",
+    "tier",
+    "tier_since",
+    "enrolled_at",
+    "balance",
+    "debt",
+    "last_purchase_at",
+    "name",
+    "email",
+    "phone",
+    "birthday",
+    "erased_at",
+)
+
+
+def fetch_members(
+    session: Session, program_id: int, codes: Iterable[str]
+) -> dict[str, MemberState]:
+    """The members of ``codes``, locked on PostgreSQL in code order (every writer locks
+    a member before reading its lots; a fixed order keeps two writers of several members
+    from deadlocking)."""
+    lock = "" if _is_sqlite(session) else " FOR UPDATE"
+    stmt = _typed(
+        f"SELECT {', '.join(_MEMBER_FIELDS)} FROM member "
+        f"WHERE program_id = :p AND {_any(session, 'code', 'codes')} ORDER BY code{lock}",
+        "member",
+        *_MEMBER_FIELDS,
+    )
+    rows: Any = session.connection().execute(
+        stmt, {"p": program_id, "codes": _values(session, codes)}
+    )
+    found: dict[str, MemberState] = {}
+    for r in rows:
+        found[r[1]] = MemberState(
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            r[6],
+            r[7],
+            r[8],
+            r[9],
+            r[10],
+            r[11],
+            r[12],
+            r[13] is not None,
+        )
+    return found
+
+
+_KNOWN_FIELDS = (
+    "ref",
+    "id",
+    "kind",
+    "member_id",
+    "occurred_at",
+    "amount_minor",
+    "points",
+    "qual_points",
+    "qual_spend_minor",
+    "qual_at",
+    "payload",
+)
+
+
+def fetch_txns(session: Session, program_id: int, refs: Iterable[str]) -> dict[str, KnownTxn]:
+    stmt = _typed(
+        f"SELECT {', '.join(_KNOWN_FIELDS)} FROM txn "
+        f"WHERE program_id = :p AND {_any(session, 'ref', 'refs')}",
+        "txn",
+        *_KNOWN_FIELDS,
+    )
+    rows: Any = session.connection().execute(
+        stmt, {"p": program_id, "refs": _values(session, refs)}
+    )
+    return {row[0]: KnownTxn(*row[1:]) for row in rows}
+
+
+def fetch_returned(session: Session, original_ids: Iterable[int]) -> dict[int, Totals]:
+    """Per purchase: amount, points, qualifying points and spend of its returns so far."""
+    rows: Any = session.connection().execute(
+        text(
+            "SELECT original_id, COALESCE(SUM(amount_minor), 0), COALESCE(SUM(points), 0), "
+            "COALESCE(SUM(qual_points), 0), COALESCE(SUM(qual_spend_minor), 0) FROM txn "
+            f"WHERE {_any(session, 'original_id', 'ids')} AND kind = 'return' "
+            "GROUP BY original_id"
+        ),
+        {"ids": _values(session, original_ids)},
+    )
+    return {row[0]: Totals(*(int(v) for v in row[1:])) for row in rows}
+
+
+_LOT_ORDER = "expires_on IS NULL, expires_on, earned_at, id"
+_LOT_COLUMNS = "member_id, id, txn_id, expires_on, earned_at, remaining"
+
+
+def fetch_open_lots(
+    session: Session, needs: dict[MemberState, int], own_txn_ids: Iterable[int]
+) -> None:
+    """Attach to each member (``member.lots``) its lots with points left, in the order
+    debits take them, as far as covers ``needs[member]`` points, plus the lots of
+    ``own_txn_ids`` (purchases being returned). A debit that needs more loads the rest
+    (``load_all_lots``): a frequent customer may hold hundreds of lots."""
+    by_id = {m.id: m for m in needs}
+    for m in needs:
+        m.lots = []
+        m.horizon = None
+        m.lots_complete = False
+    if not by_id:
+        return
+    most = max(needs.values())
+    stmt = text(
+        f"""SELECT {_LOT_COLUMNS}, before, total FROM (
+              SELECT {_LOT_COLUMNS},
+                     SUM(remaining) OVER (PARTITION BY member_id ORDER BY {_LOT_ORDER}
+                                          ROWS UNBOUNDED PRECEDING) - remaining AS before,
+                     COUNT(*) OVER (PARTITION BY member_id) AS total
+              FROM points_lot WHERE {_any(session, "member_id", "ids")} AND remaining > 0
+            ) AS open_lot
+            WHERE before < :most OR {_any(session, "txn_id", "own")}"""
+    )
+    params = {"ids": _values(session, by_id), "most": most, "own": _values(session, own_txn_ids)}
+    rows: Any = session.connection().execute(stmt, params)
+    loaded: dict[int, int] = {}
+    totals: dict[int, int] = {}
+    for member_id, lot_id, txn_id, expires, earned, remaining, before, total in rows:
+        m = by_id[member_id]
+        assert m.lots is not None
+        lot = OpenLot(lot_id, txn_id, expires, earned, remaining)
+        m.lots.append(lot)
+        totals[member_id] = total
+        if before < most:
+            loaded[member_id] = loaded.get(member_id, 0) + 1
+            if m.horizon is None or lot.key > m.horizon:
+                m.horizon = lot.key
+    for member_id, m in by_id.items():
+        if member_id in totals:
+            m.lots_complete = loaded.get(member_id, 0) == totals[member_id]
+        else:  # nothing came back: with most > 0 that means no open lots at all
+            m.lots_complete = most > 0
+
+
+def add_lots_of_txns(
+    session: Session, members: dict[int, MemberState], txn_ids: Iterable[int]
+) -> None:
+    """Add to the lots already loaded for ``members`` the open lots the transactions
+    ``txn_ids`` made (purchases being returned), where missing."""
+    rows = session.connection().execute(
+        text(
+            f"SELECT {_LOT_COLUMNS} FROM points_lot "
+            f"WHERE {_any(session, 'txn_id', 'own')} AND remaining > 0"
+        ),
+        {"own": _values(session, txn_ids)},
+    )
+    _append_missing_lots(members, rows)
+
+
+def load_all_lots(session: Session, m: MemberState) -> None:
+    """Every stored lot of ``m`` with points left, keeping those already in memory (a
+    debit of this batch may have taken from them)."""
+    assert m.lots is not None
+    rows = session.connection().execute(
+        text(f"SELECT {_LOT_COLUMNS} FROM points_lot WHERE member_id = :m AND remaining > 0"),
+        {"m": m.id},
+    )
+    _append_missing_lots({m.id: m}, rows)
+    m.lots_complete = True
+
+
+def _append_missing_lots(members: dict[int, MemberState], rows: Iterable[Any]) -> None:
+    """Add lot rows (``_LOT_COLUMNS``) to the loaded lots of their members, except those
+    already loaded: the ones in memory may have been debited since."""
+    have: dict[int, set[int]] = {}
+    for member_id, lot_id, txn_id, expires, earned, remaining in rows:
+        m = members.get(member_id)
+        if m is None or m.lots is None:
+            continue
+        if member_id not in have:
+            have[member_id] = {lot.id for lot in m.lots}
+        if lot_id not in have[member_id]:
+            m.lots.append(OpenLot(lot_id, txn_id, expires, earned, remaining))
+
+
+def fetch_activity(session: Session, member_ids: Iterable[int], since: datetime) -> Any:
+    """The qualifying activity of ``member_ids`` dated ``since`` or later: rows of
+    (member_id, qual_at, qual_points, qual_spend_minor, qual_visits)."""
+    stmt = _typed(
+        "SELECT member_id, qual_at, qual_points, qual_spend_minor, qual_visits FROM txn "
+        f"WHERE {_any(session, 'member_id', 'ids')} AND qual_at >= :since",
+        "txn",
+        "member_id",
+        "qual_at",
+        "qual_points",
+        "qual_spend_minor",
+        "qual_visits",
+    )
+    since_value = since.isoformat(" ", "microseconds")[:26] if _is_sqlite(session) else since
+    return session.connection().execute(
+        stmt, {"ids": _values(session, member_ids), "since": since_value}
+    )
+
+
+TXN_INSERT = (
+    "id",
+    "program_id",
+    "member_id",
+    "ref",
+    "kind",
+    "occurred_at",
+    "recorded_at",
+    "amount_minor",
+    "payload",
+    "points",
+    "balance_after",
+    "tier_after",
+    "original_id",
+    "reason",
+    "qual_points",
+    "qual_spend_minor",
+    "qual_visits",
+    "qual_at",
+    "program_version_id",
+)
+LOT_INSERT = (
+    "id",
+    "member_id",
+    "txn_id",
+    "kind",
+    "earned_at",
+    "available_at",
+    "expires_on",
+    "points",
+    "remaining",
+)
+LOT_REMAINING = LOT_INSERT.index("remaining")
+ENTRY_INSERT = (
+    "member_id",
+    "txn_id",
+    "lot_id",
+    "kind",
+    "points",
+    "at",
+    "recorded_at",
+    "program_version_id",
+)
+MEMBER_INSERT = (
+    "id",
+    "program_id",
+    "code",
+    "name",
+    "email",
+    "phone",
+    "birthday",
+    "status",
+    "tier",
+    "tier_since",
+    "enrolled_at",
+    "balance",
+    "debt",
+    "last_purchase_at",
+    "updated_at",
+)
+
+
+class Bulk:
+    """The fast paths of each database on the session's own connection (so inside its
+    transaction): ``executemany`` on SQLite, ``COPY`` on PostgreSQL; values in the form
+    SQLAlchemy itself would store them."""
+
+    def __init__(self, session: Session) -> None:
+        connection = session.connection()
+        self.session = session
+        self.sqlite = connection.dialect.name == "sqlite"
+        raw: Any = connection.connection.dbapi_connection
+        self.raw = raw
+        self.dbapi: Any = connection.dialect.dbapi
+        if self.sqlite:
+            # Index pages of a large import stay in memory instead of being read back
+            # from the file for every row (connection-local; SQLite's default is 2 MiB).
+            self.raw.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
+
+    def ts(self, moment: datetime) -> Any:
+        # SQLAlchemy's SQLite DateTime: naive UTC with microseconds; ours are UTC already.
+        return moment.isoformat(" ", "microseconds")[:26] if self.sqlite else moment
+
+    def ts_iso(self, moment: datetime) -> tuple[Any, str]:
+        """``ts(moment)`` and ``moment.isoformat()`` (for payloads) from one formatting."""
+        iso = moment.isoformat()
+        if not self.sqlite:
+            return moment, iso
+        # "2026-01-06T15:00:00[.ffffff]+00:00"
+        if len(iso) == 25:
+            return iso[:10] + " " + iso[11:19] + ".000000", iso
+        return iso[:10] + " " + iso[11:26], iso
+
+    def day(self, value: date | None) -> Any:
+        if value is None or not self.sqlite:
+            return value
+        return value.isoformat()
+
+    def lock_imports(self, program_id: int) -> None:
+        """Imports of one program take turns on PostgreSQL (SQLite's BEGIN IMMEDIATE
+        already lets one writer in at a time)."""
+        if not self.sqlite:
+            self.session.execute(
+                text("SELECT pg_advisory_xact_lock(:k, :p)"), {"k": _IMPORT_LOCK, "p": program_id}
+            )
+
+    def max_id(self, table: str) -> int:
+        return int(
+            self.session.execute(text(f"SELECT COALESCE(MAX(id), 0) FROM {table}")).scalar_one()
+        )
+
+    def watermark(self, table: str) -> int:
+        """The last id handed out: MAX(id) on SQLite (ids are taken at insert, under the
+        write lock), the sequence's last value on PostgreSQL (taken by anyone, committed
+        or not)."""
+        if self.sqlite:
+            return self.max_id(table)
+        seq = self.session.execute(
+            text("SELECT pg_get_serial_sequence(:t, 'id')"), {"t": table}
+        ).scalar_one()
+        value = self.session.execute(
+            text(f"SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM {seq}")
+        ).scalar_one()
+        return int(value)
+
+    def sequence_ids(self, table: str, count: int) -> list[int]:
+        if count <= 0:
+            return []
+        values = self.session.execute(
+            text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)"),
+            {"t": table, "n": count},
+        ).scalars()
+        return [int(v) for v in values]
+
+    def ids(self, table: str, count: int) -> Iterator[int]:
+        """New primary keys: after MAX(id) inside SQLite's write transaction (nobody else
+        can insert meanwhile), ``count`` at most from the table's sequence on PostgreSQL."""
+        if self.sqlite:
+            return itertools.count(self.max_id(table) + 1)
+        return iter(self.sequence_ids(table, count))
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        names = ", ".join(columns)
+        if self.sqlite:
+            marks = ", ".join("?" * len(columns))
+            self._run(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+            return
+        sql = f"COPY {table} ({names}) FROM STDIN"
+        try:
+            with self.raw.cursor() as cur, cur.copy(sql) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except self.dbapi.IntegrityError as exc:
+            raise IntegrityError(sql, None, exc) from exc
+
+    def update(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """``UPDATE table SET columns… WHERE id = …``: each row is the values, then the id."""
+        if not rows:
+            return
+        mark = "?" if self.sqlite else "%s"
+        sets = ", ".join(f"{name} = {mark}" for name in columns)
+        self._run(f"UPDATE {table} SET {sets} WHERE id = {mark}", rows)
+
+    def _run(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        # A unique key lost to a concurrent writer surfaces as SQLAlchemy's IntegrityError,
+        # which the CLI answers by running the (idempotent) command once more.
+        try:
+            with contextlib.closing(self.raw.cursor()) as cur:
+                cur.executemany(sql, rows)
+        except self.dbapi.IntegrityError as exc:
+            raise IntegrityError(sql, None, exc) from exc

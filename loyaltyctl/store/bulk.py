@@ -391,6 +391,26 @@ class Bulk:
         ).scalars()
         return [int(v) for v in values]
 
+    def txn_ids(self, count: int, mark: int | None) -> tuple[Iterator[int], int, bool]:
+        """Ids for at most ``count`` new transactions, the mark to pass next time, and
+        whether anyone else took a transaction id since ``mark`` (what the last call
+        returned, then ``mark_after``; None the first time)."""
+        last = self.watermark("txn")
+        stale = mark is not None and last != mark
+        if self.sqlite:
+            return itertools.count(last + 1), last, stale
+        ids = self.sequence_ids("txn", count)
+        stale = stale or (bool(ids) and (ids[0], ids[-1]) != (last + 1, last + len(ids)))
+        return iter(ids), ids[-1] if ids else last, stale
+
+    def mark_after(self, mark: int, last_txn_id: int | None) -> int:
+        """The mark once a batch that used ids up to ``last_txn_id`` is written: on SQLite
+        ids are taken at insert, so the watermark is then the batch's last id; on
+        PostgreSQL the ids were taken when reserved."""
+        if self.sqlite and last_txn_id is not None:
+            return last_txn_id
+        return mark
+
     def ids(self, table: str, count: int) -> Iterator[int]:
         """New primary keys: after MAX(id) inside SQLite's write transaction (nobody else
         can insert meanwhile), ``count`` at most from the table's sequence on PostgreSQL."""

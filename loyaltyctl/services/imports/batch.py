@@ -236,16 +236,7 @@ class Importer:
         transaction id since the last batch (every writer locks the member first, so by now
         a writer of one of these members has committed)."""
         batch = _Batch(bulk, self.ctx.id, self.now)
-        mark = bulk.watermark("txn")
-        stale = self._mark is not None and mark != self._mark
-        if bulk.sqlite:
-            batch.txn_ids = itertools.count(mark + 1)
-            self._mark = mark
-        else:
-            ids = bulk.sequence_ids("txn", txns)
-            stale = stale or (bool(ids) and (ids[0], ids[-1]) != (mark + 1, mark + len(ids)))
-            batch.txn_ids = iter(ids)
-            self._mark = ids[-1] if ids else mark
+        batch.txn_ids, self._mark, stale = bulk.txn_ids(txns, self._mark)
         if stale and not self.keeps_locks:
             self.tracker.clear()
         batch.lot_ids = bulk.ids("points_lot", lots)
@@ -271,8 +262,8 @@ class Importer:
         for m in self.touched.values():
             m.changed = m.new = False
         self._keep_lots(batch)
-        if bulk.sqlite and batch.last_txn_id is not None:
-            self._mark = batch.last_txn_id
+        if self._mark is not None:
+            self._mark = bulk.mark_after(self._mark, batch.last_txn_id)
         if self.tracker.size > TRACKER_LIMIT:
             self.tracker.clear()
 

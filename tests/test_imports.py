@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from freezegun import freeze_time
 import typer.main
 from sqlalchemy import create_engine, text
 
 from loyaltyctl.cli.main import app
-from loyaltyctl.services.imports.txn_rows import purchase_payload_text
+from loyaltyctl.ledger.kernel import purchase_payload_text
 from tests.conftest import REPO, Cli, write_program
 
 CAFE = """
@@ -881,7 +882,7 @@ def test_killed_import_runs_again_to_exactly_once(
 
 
 def test_purchase_payload_text_is_the_canonical_json() -> None:
-    from loyaltyctl.services.imports.batch import canonical as _canonical
+    from loyaltyctl.ledger.requests import canonical as _canonical
 
     for member, category, amount in [
         ("M1", None, "12.50"),
@@ -900,14 +901,14 @@ def test_each_row_uses_the_program_version_in_force(cli: Cli, twin: Cli, tmp_pat
     later = CAFE.replace("per_unit = 10", "per_unit = 7").replace('"Double"', '"Triple"')
     rows = [
         {"member": "M1", "ref": "V1", "amount": "10.00", "at": "2026-03-01T10:00"},
-        {"member": "M1", "ref": "V2", "amount": "10.00", "at": "2099-03-01T10:00"},
+        {"member": "M1", "ref": "V2", "amount": "10.00", "at": "2026-07-01T10:00"},
         {
             "type": "adjust",
             "member": "M1",
             "ref": "V3",
             "points": "-5",
             "reason": "x",
-            "at": "2099-03-02T10:00",
+            "at": "2026-07-02T10:00",
         },
         {
             "type": "return",
@@ -915,13 +916,15 @@ def test_each_row_uses_the_program_version_in_force(cli: Cli, twin: Cli, tmp_pat
             "ref": "V4",
             "amount": "5.00",
             "original": "V1",
-            "at": "2099-03-03T10:00",
+            "at": "2026-07-03T10:00",
         },
     ]
-    for db in (cli, twin):
-        db("program", "load", str(write_program(tmp_path, CAFE, "cafe.toml")))
-        db("member", "enroll", "M1", "--at", "2026-01-01")
-        db("program", "load", str(write_program(tmp_path, later, "cafe.toml")))
+    # The later version is loaded on 2026-06-01: rows after it earn by it.
+    with freeze_time("2026-06-01T00:00:00Z"):
+        for db in (cli, twin):
+            db("program", "load", str(write_program(tmp_path, CAFE, "cafe.toml")))
+            db("member", "enroll", "M1", "--at", "2026-01-01")
+            db("program", "load", str(write_program(tmp_path, later, "cafe.toml")))
     for row in rows:
         assert post_one(twin, row) == 0
     cli.json("txn", "import", str(write_csv(tmp_path / "v.csv", rows)))

@@ -6,8 +6,10 @@ import re
 from decimal import Decimal
 
 from loyaltyctl.errors import InvalidInput
+from loyaltyctl.rules.limits import check_amount
 
-_AMOUNT = re.compile(r"^\d+(\.\d+)?$")
+# ASCII digits only: str.isdigit and \d would read full-width or Arabic-Indic digits.
+_AMOUNT = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 
 
 def parse_amount(text: str, digits: int, *, what: str = "amount") -> Decimal:
@@ -18,15 +20,7 @@ def parse_amount(text: str, digits: int, *, what: str = "amount") -> Decimal:
             f"{what} {text!r} is not a valid amount",
             hint="write a non-negative decimal number such as 12.50 (no sign, no exponent)",
         )
-    value = Decimal(raw)
-    exponent = value.as_tuple().exponent
-    assert isinstance(exponent, int)
-    if -exponent > digits:
-        raise InvalidInput(
-            f"{what} {text!r} has more decimals than the currency allows ({digits})",
-            hint=f"round it to {digits} decimal place{'s' if digits != 1 else ''}",
-        )
-    return value
+    return check_amount(Decimal(raw), digits, what)
 
 
 def to_minor(amount: Decimal, digits: int) -> int:

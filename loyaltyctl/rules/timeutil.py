@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from loyaltyctl.errors import InvalidInput
+from loyaltyctl.rules.limits import check_year
 
 
 def parse_when(text: str, tz: ZoneInfo, *, what: str = "--at") -> datetime:
@@ -21,6 +22,8 @@ def parse_when(text: str, tz: ZoneInfo, *, what: str = "--at") -> datetime:
             f"{what} {text!r} is not an ISO 8601 date or time",
             hint="write e.g. 2026-11-22 or 2026-11-22T14:30 or 2026-11-22T14:30+01:00",
         ) from exc
+    # Before converting: year 1 or 9999 would overflow in another zone.
+    check_year(value, what)
     if value.tzinfo is None:
         value = value.replace(tzinfo=tz)
     return value.astimezone(UTC)

@@ -1,4 +1,6 @@
-"""Ledger primitives: every point that moves goes through here.
+"""Ledger primitives on ORM rows, for the writes that are not batches yet (redemptions,
+voucher cancellations, expiry): which lots a debit takes and what a credit settles are
+decided by ``ledger.postings``, as for every other write.
 
 Each entry touches at most one lot; an entry without a lot moves the member's debt. The
 member's ``balance`` and ``debt`` and each lot's ``remaining`` are caches updated in the
@@ -15,6 +17,7 @@ from sqlalchemy import case, func
 from sqlmodel import Session, col, select
 
 from loyaltyctl.errors import NotAllowed, NotFound
+from loyaltyctl.ledger.postings import plan_debit, split_credit
 from loyaltyctl.store.models import Member, PointsEntry, PointsLot
 
 
@@ -98,10 +101,9 @@ def credit(
 ) -> PointsLot | None:
     """New points: a debt is settled first, the rest becomes a lot."""
     assert points > 0 and source.txn_id is not None
-    settle = min(member.debt, points)
+    settle, rest = split_credit(member.debt, points)
     if settle:
         _entry(session, member, source, kind, settle, at, now, None)
-    rest = points - settle
     if not rest:
         return None
     assert member.id is not None
@@ -160,15 +162,8 @@ def debit(
     """Take ``points`` from ``lots`` in the order given; what they cannot cover becomes a
     debt when ``allow_debt``, otherwise nothing is taken and NotAllowed is raised."""
     assert points > 0
-    plan: list[Taken] = []
-    needed = points
-    for lot in lots:
-        if needed == 0:
-            break
-        take = min(lot.remaining, needed)
-        if take > 0:
-            plan.append(Taken(lot, take))
-            needed -= take
+    chosen, needed = plan_debit(lots, points)
+    plan = [Taken(lot, take) for lot, take in chosen]
     if needed and not allow_debt:
         raise NotAllowed(
             refusal or f"insufficient points: {points} needed, {points - needed} available",
@@ -176,8 +171,8 @@ def debit(
         )
     if needed:
         plan.append(Taken(None, needed))
-    for taken in plan:
-        _entry(session, member, source, kind, -taken.points, at, now, taken.lot)
+    for step in plan:
+        _entry(session, member, source, kind, -step.points, at, now, step.lot)
     return plan
 
 

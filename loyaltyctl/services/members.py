@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -10,31 +9,19 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from loyaltyctl.errors import Conflict, InvalidInput, NotAllowed
-from loyaltyctl.rules.expiry import inactivity_due, lot_expiry
+from loyaltyctl.errors import InvalidInput, NotAllowed
+from loyaltyctl.ledger.requests import Enroll
+from loyaltyctl.rules.expiry import inactivity_due
 from loyaltyctl.rules.tiers import hold_ends
 from loyaltyctl.rules.timeutil import local_date
 from loyaltyctl.services.context import ProgramContext
-from loyaltyctl.services.ledger import Source, credit, find_member, pending_points
-from loyaltyctl.services.tiering import upgrade_if_qualified, window_activity
+from loyaltyctl.services.ledger import find_member, pending_points
+from loyaltyctl.services.posting import EnrollResult, enroll_request
+from loyaltyctl.services.tiering import window_activity
 from loyaltyctl.store.models import Member, PointsEntry, PointsLot, Txn
 
 PERSONAL_FIELDS = ("name", "email", "phone", "birthday")
 STATUSES = ("active", "suspended", "closed")
-
-
-@dataclass
-class EnrollResult:
-    member: str
-    program: str
-    tier: str
-    balance: int
-    points: int
-    duplicate: bool
-
-
-def signup_ref(code: str) -> str:
-    return f"signup:{code}"
 
 
 def enroll(
@@ -46,104 +33,14 @@ def enroll(
     email: str | None = None,
     phone: str | None = None,
     birthday: date | None = None,
-    at: datetime,
+    at: datetime | None = None,
     now: datetime,
 ) -> EnrollResult:
     """Enroll a member with the signup bonus; an identical repeat is a no-op."""
-    code = code.strip()
-    if not code:
-        raise InvalidInput("member id is empty", hint="give the member's id, e.g. M-1001")
-    given: dict[str, Any] = {"name": name, "email": email, "phone": phone, "birthday": birthday}
-    existing = session.exec(
-        select(Member).where(Member.program_id == ctx.id, Member.code == code)
-    ).first()
-    if existing is not None:
-        return _repeat_enroll(existing, ctx, given)
-    version = ctx.version_at(at)
-    spec = version.spec
-    member = Member(
-        program_id=ctx.id,
-        code=code,
-        name=name,
-        email=email,
-        phone=phone,
-        birthday=birthday,
-        tier=spec.tiers.levels[0].key,
-        enrolled_at=at,
-        updated_at=now,
+    request = Enroll(
+        member=code, name=name, email=email, phone=phone, birthday=birthday, at=at, now=now
     )
-    session.add(member)
-    session.flush()
-    points = spec.earn.signup_bonus
-    if points > 0:
-        _signup_bonus(session, ctx, member, points, at, now)
-    return EnrollResult(code, ctx.key, member.tier, member.balance, points, False)
-
-
-def _repeat_enroll(member: Member, ctx: ProgramContext, given: dict[str, Any]) -> EnrollResult:
-    if member.erased_at is not None:
-        raise Conflict(
-            f"member {member.code} was erased and cannot be enrolled again under that id",
-            hint="enroll the person under a new member id",
-        )
-    differs = [
-        key for key, value in given.items() if value is not None and getattr(member, key) != value
-    ]
-    if differs:
-        raise Conflict(
-            f"member {member.code} is already enrolled in program {ctx.key} with a different "
-            + ", ".join(differs),
-            hint=f"change details with: loyaltyctl member update {member.code} …",
-        )
-    return EnrollResult(member.code, ctx.key, member.tier, member.balance, 0, True)
-
-
-def _signup_bonus(
-    session: Session,
-    ctx: ProgramContext,
-    member: Member,
-    points: int,
-    at: datetime,
-    now: datetime,
-) -> None:
-    version = ctx.version_at(at)
-    spec = version.spec
-    assert member.id is not None
-    qualifies = spec.earn.bonus_qualifies
-    txn = Txn(
-        program_id=ctx.id,
-        member_id=member.id,
-        ref=signup_ref(member.code),
-        kind="bonus",
-        occurred_at=at,
-        recorded_at=now,
-        payload=json.dumps({"kind": "bonus", "member": member.code, "reason": "signup"}),
-        points=points,
-        reason="signup bonus",
-        qual_points=points if qualifies else 0,
-        qual_at=at,
-        program_version_id=version.id,
-    )
-    session.add(txn)
-    session.flush()
-    day = local_date(at, spec.program.tz)
-    credit(
-        session,
-        member,
-        Source(version.id, txn_id=txn.id),
-        kind="bonus",
-        lot_kind="bonus",
-        points=points,
-        at=at,
-        now=now,
-        available_at=at,
-        expires_on=lot_expiry(spec.expiry, day),
-    )
-    if qualifies:
-        upgrade_if_qualified(session, spec, member, day)
-    txn.balance_after = member.balance
-    txn.tier_after = member.tier
-    session.add(txn)
+    return enroll_request(session, ctx, request, now)
 
 
 @dataclass
@@ -366,13 +263,3 @@ def erase_member(
     member.updated_at = now
     session.add(member)
     return StatusResult(member.code, "erased", changed)
-
-
-def require_active(member: Member, action: str) -> None:
-    if member.status != "active":
-        raise NotAllowed(
-            f"member {member.code} is {member.status} and cannot {action}",
-            hint=f"reactivate it first with: loyaltyctl member reactivate {member.code}"
-            if member.status == "suspended"
-            else None,
-        )

@@ -26,6 +26,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from loyaltyctl.errors import Conflict, InvalidInput, NotAllowed, NotFound
+from loyaltyctl.ledger.requests import Redeem, VoucherAction
 from loyaltyctl.rules.program import Reward
 from loyaltyctl.rules.timeutil import local_date
 from loyaltyctl.services.context import ProgramContext
@@ -349,7 +350,9 @@ def redeem(
     now: datetime,
 ) -> RedeemResult:
     """Issue a voucher for ``reward_key``, paid with the member's spendable points."""
-    payload = {"kind": "redeem", "member": code, "reward": reward_key}
+    request = Redeem(member=code, reward=reward_key, ref=ref, at=at, now=now)
+    code, reward_key, ref, at = request.member, request.reward, request.ref, request.at
+    payload = request.payload()
     member = find_member(session, ctx.id, code, lock=True)
     if ref is not None:
         done = _earlier_redemption(session, ctx, member, ref, payload, at, now)
@@ -571,6 +574,8 @@ def use_voucher(
 ) -> VoucherView:
     """At the till: an issued voucher of an active member becomes used. Refused for one
     used, cancelled or past its date, so a voucher cannot be honoured twice."""
+    request = VoucherAction(voucher=code, at=at, now=now)
+    code, at = request.voucher, request.at
     voucher = _find_voucher(session, ctx, code, lock=True)
     when = at or now
     _refuse_before_issue(voucher, when)
@@ -683,6 +688,8 @@ def cancel_voucher(
     their original expiry dates (a lot already past its date goes at the next ``expire``
     run, so cancelling cannot dodge expiry), and its item returns to stock. Cancelling
     a cancelled voucher again is a no-op that reports the original result."""
+    request = VoucherAction(voucher=code, at=at, now=now)
+    code, at = request.voucher, request.at
     found = _find_voucher(session, ctx, code)
     member = session.exec(
         select(Member).where(Member.id == found.member_id).with_for_update()

@@ -16,6 +16,7 @@ from sqlalchemy import TextualSelect, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from loyaltyctl.ledger.postings import ENTRY_COLUMNS, LOT_COLUMNS, TXN_COLUMNS, Postings
 from loyaltyctl.ledger.state import KnownTxn, MemberState, OpenLot
 from loyaltyctl.rules.earning import Totals
 from loyaltyctl.store.models import metadata
@@ -257,49 +258,9 @@ def fetch_activity(session: Session, member_ids: Iterable[int], since: datetime)
     )
 
 
-TXN_INSERT = (
-    "id",
-    "program_id",
-    "member_id",
-    "ref",
-    "kind",
-    "occurred_at",
-    "recorded_at",
-    "amount_minor",
-    "payload",
-    "points",
-    "balance_after",
-    "tier_after",
-    "original_id",
-    "reason",
-    "qual_points",
-    "qual_spend_minor",
-    "qual_visits",
-    "qual_at",
-    "program_version_id",
-)
-LOT_INSERT = (
-    "id",
-    "member_id",
-    "txn_id",
-    "kind",
-    "earned_at",
-    "available_at",
-    "expires_on",
-    "points",
-    "remaining",
-)
-LOT_REMAINING = LOT_INSERT.index("remaining")
-ENTRY_INSERT = (
-    "member_id",
-    "txn_id",
-    "lot_id",
-    "kind",
-    "points",
-    "at",
-    "recorded_at",
-    "program_version_id",
-)
+TXN_INSERT = TXN_COLUMNS
+LOT_INSERT = LOT_COLUMNS
+ENTRY_INSERT = ENTRY_COLUMNS
 MEMBER_INSERT = (
     "id",
     "program_id",
@@ -450,3 +411,30 @@ class Bulk:
                 cur.executemany(sql, rows)
         except self.dbapi.IntegrityError as exc:
             raise IntegrityError(sql, None, exc) from exc
+
+
+def write_postings(bulk: Bulk, postings: Postings, members: Iterable[MemberState]) -> None:
+    """Store a batch: new members, transactions, lots, entries, then the caches."""
+    new_members: list[tuple[Any, ...]] = []
+    member_updates: list[tuple[Any, ...]] = []
+    now_s = postings.now_s
+    for m in members:
+        last = bulk.ts(m.last_purchase_at) if m.last_purchase_at else None
+        if m.new:
+            new_members.append(
+                (
+                    m.id, postings.program_id, m.code, m.name, m.email, m.phone,
+                    bulk.day(m.birthday), "active", m.tier, bulk.day(m.tier_since),
+                    bulk.ts(m.enrolled_at), m.balance, m.debt, last, now_s,
+                )
+            )  # fmt: skip
+        elif m.changed:
+            member_updates.append((m.balance, m.debt, m.tier, bulk.day(m.tier_since), last, m.id))
+    bulk.insert("member", MEMBER_INSERT, new_members)
+    bulk.insert("txn", TXN_INSERT, postings.txns)
+    bulk.insert("points_lot", LOT_INSERT, postings.lots)
+    bulk.insert("points_entry", ENTRY_INSERT, postings.entries)
+    bulk.update("points_lot", ("remaining",), postings.lot_updates())
+    bulk.update(
+        "member", ("balance", "debt", "tier", "tier_since", "last_purchase_at"), member_updates
+    )

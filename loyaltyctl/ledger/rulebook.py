@@ -7,15 +7,12 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sqlmodel import Session
-
 from loyaltyctl.rules.earning import line_factors
 from loyaltyctl.rules.expiry import lot_expiry
 from loyaltyctl.rules.program import Program
 from loyaltyctl.rules.tiers import window_bounds
 from loyaltyctl.rules.timeutil import local_date, local_midnight
-from loyaltyctl.services.context import ProgramContext, VersionInfo
-from loyaltyctl.store.bulk import fetch_activity
+from loyaltyctl.rules.versions import ProgramContext, VersionInfo
 
 # Qualifying activity kept in memory between batches (member-days); past this the cache is
 # dropped and reloaded from the database, so memory stays bounded however large the file.
@@ -207,8 +204,10 @@ class Tracker:
     def activity(self, member_id: int, view: int, lo: int, hi: int) -> int:
         return self.members[member_id][view].window(lo, hi)
 
-    def load(self, session: Session, needs: dict[int, int]) -> None:
-        """Make sure each member's activity is known from day ``needs[id]`` (an ordinal)."""
+    def missing(self, needs: dict[int, int]) -> tuple[list[int], datetime | None]:
+        """Make room for each member's activity from day ``needs[id]`` (an ordinal): the
+        members whose activity must be read, and from when (None: none). The reader then
+        passes what it read to ``add``."""
         missing = {
             member_id: start
             for member_id, start in needs.items()
@@ -216,13 +215,11 @@ class Tracker:
             or any(act.start > start for act in self.members[member_id])
         }
         if not missing:
-            return
+            return [], None
         for member_id in missing:
             self.drop(member_id)
         first = min(missing.values())
         since = min(local_midnight(date.fromordinal(first), tz) for tz, _ in self.views)
         for member_id in missing:
             self.members[member_id] = [Activity(first) for _ in self.views]
-        rows = fetch_activity(session, missing, since)
-        for member_id, qual_at, points, spend, visits in rows:
-            self.add(member_id, qual_at, points, spend, visits)
+        return list(missing), since

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from freezegun import freeze_time
 import typer.main
+from freezegun import freeze_time
 from sqlalchemy import create_engine, text
 
 from loyaltyctl.cli.main import app

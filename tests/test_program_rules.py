@@ -10,16 +10,14 @@ import pytest
 
 from loyaltyctl.errors import InvalidInput, NotFound, ProgramInvalid
 from loyaltyctl.rules.currency import is_currency, minor_digits
-from loyaltyctl.rules.program import (
-    ProgramInfo,
-    TierLevel,
-    Tiers,
-    load_program_file,
-    parse_program,
+from loyaltyctl.rules.program import ProgramInfo, TierLevel, Tiers
+from loyaltyctl.rules.program_export import (
     program_fingerprint,
     program_template,
     program_to_toml,
 )
+from loyaltyctl.rules.program_parse import parse_program
+from loyaltyctl.services.program_files import load_program_file
 
 PROGRAMS = Path(__file__).resolve().parent.parent / "programs"
 EXAMPLES = sorted(PROGRAMS.glob("*.toml"))
@@ -282,11 +280,11 @@ def test_bad_timezone(zone: str) -> None:
 
 def test_zones_known_without_walking_the_zone_directories_are_known_zones() -> None:
     """The quick check (tzdata's list) accepts nothing the full one would refuse."""
-    from loyaltyctl.rules import program
+    from loyaltyctl.rules import timeutil
 
-    quick = program._tzdata_zones() - program._NOT_ZONES
+    quick = timeutil._tzdata_zones() - timeutil._NOT_ZONES
     assert "Europe/London" in quick
-    assert quick <= program._zone_keys()
+    assert quick <= timeutil._zone_keys()
 
 
 def test_bad_program_key() -> None:

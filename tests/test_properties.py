@@ -18,13 +18,13 @@ from sqlmodel import select
 
 from loyaltyctl.errors import NotAllowed
 from loyaltyctl.rules.earning import Line, line_factors, points_with, purchase_points
-from loyaltyctl.rules.program import load_program_file
 from loyaltyctl.rules.timeutil import LocalTimes, local_date, parse_when
 from loyaltyctl.services.check import check_database
 from loyaltyctl.services.context import load_context
 from loyaltyctl.services.imports.reading import csv_records
 from loyaltyctl.services.ledger import find_member
 from loyaltyctl.services.members import enroll
+from loyaltyctl.services.program_files import load_program_file
 from loyaltyctl.services.programs import load_program
 from loyaltyctl.services.txns import post_adjustment, post_purchase, post_return
 from loyaltyctl.store.db import session_scope

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 import typer
 
 from loyaltyctl.errors import LoyaltyError
+from loyaltyctl.services.retry import retry_lost_race
 
 if TYPE_CHECKING:
     from sqlmodel import Session
@@ -69,7 +70,9 @@ def command(func: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return _run_retrying_races(func, *args, **kwargs)
+            # Commands are idempotent and each is one whole transaction: one that lost a
+            # race on a unique key runs again and reports the winner's result.
+            return retry_lost_race(func, *args, **kwargs)
         except (typer.Exit, typer.Abort, BrokenPipeError):
             # A reader that went away (`… | head`) is not a bug: Click ends quietly.
             raise
@@ -92,22 +95,6 @@ def command(func: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(1) from None
 
     return wrapper
-
-
-def _run_retrying_races(func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-    """Run the command; once more if it lost a race on a unique key.
-
-    Two writers inserting the same new reference (or member) at once: the loser's insert
-    fails at commit. Commands are idempotent, so running it again reports the winner's
-    result as a duplicate, or a conflict, as if the two had come one after the other."""
-    try:
-        return func(*args, **kwargs)
-    except Exception as exc:
-        if type(exc).__name__ != "IntegrityError" or not type(exc).__module__.startswith(
-            "sqlalchemy"
-        ):
-            raise
-    return func(*args, **kwargs)
 
 
 def _translate_database_error(exc: Exception) -> LoyaltyError | None:

@@ -1,7 +1,8 @@
 """``expire`` (and ``expire notices``), ``tiers review``, ``nightly``: the jobs cron runs.
 
 Each job takes the program's job lock (a second runner waits ``LOYALTYCTL_BUSY_TIMEOUT``
-seconds, then exits 7 naming the holder) and runs in one transaction of its own.
+seconds, then exits 7 naming the holder) and runs in one transaction of its own; the
+runs, lock included, are services/nightly.py's, and this module parses and renders.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 
@@ -37,12 +38,8 @@ from loyaltyctl.errors import InvalidInput
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
-    from sqlmodel import Session
 
-    from loyaltyctl.services.context import ProgramContext
-    from loyaltyctl.services.jobs import ExpireResult, Progress, TierResult, VoucherResult
-
-T = TypeVar("T")
+    from loyaltyctl.services.jobs import ExpireResult, Progress, TierResult
 
 # Test hook: after the first batch of expiry entries is written (not yet committed), touch
 # this file and wait, so a test can kill the run half-way. Not for production use.
@@ -91,34 +88,10 @@ def _database() -> Iterator[Engine]:
         engine.dispose()
 
 
-def _prepare(engine: Engine, program: str | None, as_of: str | None) -> tuple[str, date]:
-    """The program's key and the as-of date, settled before waiting for the lock."""
+def _as_of_day(as_of: str | None) -> date | None:
     from loyaltyctl.rules.timeutil import parse_day
-    from loyaltyctl.services.jobs import resolve_as_of
-    from loyaltyctl.store.db import session_scope
 
-    day = parse_day(as_of, what="--as-of") if as_of else None
-    with session_scope(engine, write=False) as session:
-        ctx = program_context(session, program)
-        return ctx.key, resolve_as_of(ctx, day, now=now())
-
-
-@contextmanager
-def _locked(engine: Engine, key: str) -> Iterator[None]:
-    from loyaltyctl.services.jobs import lock_name
-    from loyaltyctl.services.locks import job_lock
-
-    with job_lock(engine, lock_name(key), now=now()):
-        yield
-
-
-def _in_transaction(
-    engine: Engine, key: str, dry_run: bool, work: Callable[[Session, ProgramContext], T]
-) -> T:
-    from loyaltyctl.store.db import session_scope
-
-    with session_scope(engine, dry_run=dry_run) as session:
-        return work(session, program_context(session, key))
+    return parse_day(as_of, what="--as-of") if as_of else None
 
 
 def _batch_size() -> int:
@@ -136,19 +109,23 @@ def _batch_size() -> int:
 
 @contextmanager
 def _progress(json_out: bool, label: str) -> Iterator[Progress]:
-    """A progress bar on stderr when it is a terminal (never with --json or under cron)."""
+    """A progress bar on stderr when it is a terminal (never with --json or under cron).
+
+    It appears at the first report, so not while the run waits for the job lock."""
     bar: Any = None
     task: Any = None
-    if not json_out and sys.stderr.isatty():
-        from rich.console import Console
-        from rich.progress import Progress as Bar
-
-        bar = Bar(console=Console(stderr=True), transient=True)
-        task = bar.add_task(label, total=None)
-        bar.start()
+    wanted = not json_out and sys.stderr.isatty()
     stall = os.environ.get(STALL_ENV)
 
     def report(done: int, total: int) -> None:
+        nonlocal bar, task
+        if wanted and bar is None:
+            from rich.console import Console
+            from rich.progress import Progress as Bar
+
+            bar = Bar(console=Console(stderr=True), transient=True)
+            task = bar.add_task(label, total=None)
+            bar.start()
         if bar is not None:
             bar.update(task, completed=done, total=total)
         if stall and done > 0:
@@ -163,26 +140,6 @@ def _progress(json_out: bool, label: str) -> Iterator[Progress]:
 
 
 # ---- expire --------------------------------------------------------------------------
-
-
-def _expire(engine: Engine, key: str, day: date, dry_run: bool, progress: Progress) -> ExpireResult:
-    from loyaltyctl.services.jobs import run_expire
-
-    batch = _batch_size()
-    return _in_transaction(
-        engine,
-        key,
-        dry_run,
-        lambda session, ctx: run_expire(
-            session,
-            ctx,
-            as_of=day,
-            now=now(),
-            dry_run=dry_run,
-            batch_size=batch,
-            progress=progress,
-        ),
-    )
 
 
 def _expire_json(result: ExpireResult) -> dict[str, Any]:
@@ -225,10 +182,22 @@ def expire(
     A later date catches up on missed nights; running again for a date changes nothing."""
     if typer_ctx.invoked_subcommand is not None:
         return
+    from loyaltyctl.services.nightly import run_expire_job
+
     with _database() as engine:
-        key, day = _prepare(engine, program, as_of)
-        with _locked(engine, key), _progress(json_out, "expiring points") as progress:
-            result = _expire(engine, key, day, dry_run, progress)
+        # Settled before the run waits for the job lock: a bad setting need not wait.
+        day = _as_of_day(as_of)
+        batch = _batch_size()
+        with _progress(json_out, "expiring points") as progress:
+            result = run_expire_job(
+                engine,
+                program,
+                as_of=day,
+                dry_run=dry_run,
+                batch_size=batch,
+                progress=progress,
+                clock=now,
+            )
     if json_out:
         emit_json(_expire_json(result))
     else:
@@ -324,17 +293,6 @@ def _write_notices(handle: TextIO, rows: Iterator[Any], kind: str) -> int:
 # ---- tiers review -------------------------------------------------------------------------
 
 
-def _review(engine: Engine, key: str, day: date, dry_run: bool) -> TierResult:
-    from loyaltyctl.services.jobs import review_tiers
-
-    return _in_transaction(
-        engine,
-        key,
-        dry_run,
-        lambda session, ctx: review_tiers(session, ctx, as_of=day, now=now(), dry_run=dry_run),
-    )
-
-
 def _tiers_json(result: TierResult) -> dict[str, Any]:
     return {
         "as_of": result.as_of,
@@ -386,10 +344,11 @@ def review(
 
     Also moves down, whatever the hold, a member whose tier was bought and returned, and
     moves up anyone whose window qualifies for a higher tier."""
+    from loyaltyctl.services.nightly import run_tier_review_job
+
     with _database() as engine:
-        key, day = _prepare(engine, program, as_of)
-        with _locked(engine, key):
-            result = _review(engine, key, day, dry_run)
+        day = _as_of_day(as_of)
+        result = run_tier_review_job(engine, program, as_of=day, dry_run=dry_run, clock=now)
     if json_out:
         emit_json(_tiers_json(result))
     else:
@@ -397,17 +356,6 @@ def review(
 
 
 # ---- nightly ---------------------------------------------------------------------------
-
-
-def _vouchers(engine: Engine, key: str, day: date, dry_run: bool) -> VoucherResult:
-    from loyaltyctl.services.jobs import run_voucher_expiry
-
-    return _in_transaction(
-        engine,
-        key,
-        dry_run,
-        lambda session, ctx: run_voucher_expiry(session, ctx, as_of=day, now=now()),
-    )
 
 
 @command
@@ -421,28 +369,38 @@ def nightly(
 
     One summary, one exit code. Each job is recorded per as-of date: running again
     changes nothing, a later date catches up on missed nights."""
+    from loyaltyctl.services.nightly import run_nightly
+
     with _database() as engine:
-        key, day = _prepare(engine, program, as_of)
-        with _locked(engine, key):
-            with _progress(json_out, "expiring points") as progress:
-                expired = _expire(engine, key, day, dry_run, progress)
-            tiers = _review(engine, key, day, dry_run)
-            vouchers = _vouchers(engine, key, day, dry_run)
+        # Settled before the run waits for the job lock: a bad setting need not wait.
+        day = _as_of_day(as_of)
+        batch = _batch_size()
+        with _progress(json_out, "expiring points") as progress:
+            result = run_nightly(
+                engine,
+                program,
+                as_of=day,
+                dry_run=dry_run,
+                batch_size=batch,
+                progress=progress,
+                clock=now,
+            )
+    vouchers = result.vouchers
     if not vouchers.available:
         err("warning: this build has no voucher expiry (loyaltyctl.services.rewards); skipped")
     if json_out:
         emit_json(
             {
-                "as_of": day,
-                "program": key,
-                "dry_run": dry_run,
-                "expire": _expire_json(expired),
-                "tiers": _tiers_json(tiers),
+                "as_of": result.as_of,
+                "program": result.program,
+                "dry_run": result.dry_run,
+                "expire": _expire_json(result.expire),
+                "tiers": _tiers_json(result.tiers),
                 "vouchers": {"expired": vouchers.expired, "already_done": vouchers.already_done},
             }
         )
         return
-    say(_expire_text(expired))
-    _tiers_text(tiers)
+    say(_expire_text(result.expire))
+    _tiers_text(result.tiers)
     done = " (already done)" if vouchers.already_done else ""
     say(f"expired {vouchers.expired} voucher{'s' if vouchers.expired != 1 else ''}{done}")

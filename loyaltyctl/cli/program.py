@@ -32,7 +32,7 @@ def validate(
     json_out: JsonOpt = False,
 ) -> None:
     """Check program files without a database; every problem is reported (exit 4)."""
-    from loyaltyctl.rules.program import load_program_file
+    from loyaltyctl.services.program_files import load_program_file
 
     results = []
     problems: list[str] = []
@@ -169,7 +169,7 @@ def export(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file.")] = None,
 ) -> None:
     """Write the loaded (current) version back as TOML."""
-    from loyaltyctl.rules.program import program_to_toml
+    from loyaltyctl.rules.program_export import program_to_toml
     from loyaltyctl.services.programs import show_program
 
     with open_session(write=False) as session:
@@ -191,7 +191,7 @@ def new(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Scaffold a commented starter program file."""
-    from loyaltyctl.rules.program import program_template
+    from loyaltyctl.rules.program_export import program_template
 
     text = program_template(key=key, name=name)
     if out is None:

@@ -3,15 +3,12 @@ systems see of the ledger. Read-only commands."""
 
 from __future__ import annotations
 
-import csv
-import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -28,7 +25,6 @@ from loyaltyctl.cli.common import (
     program_context,
     say,
 )
-from loyaltyctl.errors import InvalidInput
 
 if TYPE_CHECKING:
     from loyaltyctl.services.statements import Statement
@@ -77,26 +73,6 @@ def _usage(message: str) -> typer.Exit:
     err(f"error: {message}")
     err("hint: see the options with: loyaltyctl statement --help")
     return typer.Exit(2)
-
-
-@contextmanager
-def _atomic_file(path: Path) -> Iterator[IO[str]]:
-    """Written beside its final name and renamed into place, so a failed run never leaves
-    a half-written file where a good one was expected."""
-    parent = path.parent
-    if not parent.is_dir():
-        raise InvalidInput(
-            f"cannot write {path}: folder {parent} does not exist",
-            hint="create the folder or give another --out",
-        )
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            yield handle
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _progress_wanted() -> bool:
@@ -177,7 +153,9 @@ def statement(
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    with _atomic_file(Path(out)) as handle:
+    from loyaltyctl.services.files import atomic_file
+
+    with atomic_file(Path(out)) as handle:
         handle.write(text)
     err(f"wrote the statement of {result.member} to {out}")
 
@@ -216,19 +194,6 @@ def _print_statement(s: Statement) -> None:
         )
 
 
-def statement_file_name(code: str, ext: str) -> str:
-    """Member ids may hold any character: quoting keeps names safe and distinct."""
-    from urllib.parse import quote
-
-    name = quote(code, safe="-_.@+=")
-    if name.startswith("."):
-        name = "%2E" + name[1:]
-    return f"{name}.{ext}"
-
-
-INDEX_COLUMNS = ("member", "file", "opening_balance", "closing_balance", "lines", "tier")
-
-
 def _statement_all(
     first: date,
     last: date,
@@ -238,67 +203,67 @@ def _statement_all(
     program: str | None,
     json_out: bool,
 ) -> None:
-    from loyaltyctl.render import render_statement
-    from loyaltyctl.services.statements import count_members, iter_statements
+    from loyaltyctl.services.statement_files import statement_folder, write_statement_files
 
-    if out.exists() and not out.is_dir():
-        raise InvalidInput(f"--out {out} is a file", hint="give a folder for the statement files")
-    out.mkdir(parents=True, exist_ok=True)
-    written = 0
-    members = 0
-    with open_session(write=False) as session:
+    statement_folder(out)
+    with open_session(write=False) as session, _progress(json_out) as progress:
         ctx = program_context(session, program)
-        total = count_members(session, ctx)
-        stream = iter_statements(
-            session, ctx, first=first, last=last, now=now(), only_active=only_active
+        result = write_statement_files(
+            session,
+            ctx,
+            out,
+            first=first,
+            last=last,
+            fmt=fmt,
+            now=now(),
+            only_active=only_active,
+            progress=progress,
         )
-        with _atomic_file(out / "index.csv") as index, _progress(total, json_out) as advance:
-            writer = csv.writer(index, lineterminator="\n")
-            writer.writerow(INDEX_COLUMNS)
-            for members, result in stream:
-                advance(members)
-                if result is None:
-                    continue
-                name = statement_file_name(result.member, fmt)
-                (out / name).write_text(render_statement(result, fmt), encoding="utf-8")
-                writer.writerow(
-                    [
-                        result.member,
-                        name,
-                        result.opening_balance,
-                        result.closing_balance,
-                        len(result.lines),
-                        result.tier,
-                    ]
-                )
-                written += 1
     summary = {
-        "from": first,
-        "to": last,
-        "format": fmt,
-        "members": members,
-        "written": written,
-        "out": str(out),
-        "index": str(out / "index.csv"),
+        "from": result.first,
+        "to": result.last,
+        "format": result.format,
+        "members": result.members,
+        "written": result.written,
+        "out": str(result.out),
+        "index": str(result.index),
     }
     if json_out:
         emit_json(summary)
     else:
-        say(f"wrote {written} statements of {members} members to {out} (index: index.csv)")
+        say(
+            f"wrote {result.written} statements of {result.members} members to {result.out} "
+            f"(index: {result.index.name})"
+        )
 
 
 @contextmanager
-def _progress(total: int, json_out: bool) -> Iterator[Any]:
-    """A progress bar on stderr when it is a terminal; a no-op under cron or --json."""
+def _progress(json_out: bool) -> Iterator[Any]:
+    """A progress bar on stderr when it is a terminal; a no-op under cron or --json.
+
+    It appears at the first report, which gives the number of members."""
     if json_out or not _progress_wanted():
-        yield lambda done: None
+        yield lambda done, total: None
         return
     from rich.console import Console
     from rich.progress import Progress
 
-    with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("statements", total=total)
-        yield lambda done: bar.update(task, completed=done)
+    bar: Any = None
+    task: Any = None
+
+    def report(done: int, total: int) -> None:
+        nonlocal bar, task
+        if bar is None:
+            bar = Progress(console=Console(stderr=True), transient=True)
+            task = bar.add_task("statements", total=total)
+            bar.start()
+        bar.update(task, completed=done)
+
+    try:
+        yield report
+    finally:
+        if bar is not None:
+            bar.stop()
 
 
 # ---- report summary ------------------------------------------------------------------------
@@ -403,7 +368,9 @@ def _export(kind: str, since: str | None, fmt: str | None, out: str, program: st
             count = write_rows(sys.stdout, chosen, result.columns, result.rows)
             sys.stdout.flush()
         else:
-            with _atomic_file(Path(out)) as handle:
+            from loyaltyctl.services.files import atomic_file
+
+            with atomic_file(Path(out)) as handle:
                 count = write_rows(handle, chosen, result.columns, result.rows)
     err(f"exported {count} rows of {kind} to {out}")
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from functools import cache
+from importlib import resources
+from zoneinfo import ZoneInfo, available_timezones
 
 from loyaltyctl.errors import InvalidInput
 from loyaltyctl.rules.limits import check_year
@@ -102,3 +104,31 @@ def steady_offset(local: datetime, tz: ZoneInfo) -> timedelta | None:
     end = start + timedelta(hours=1, microseconds=-1)
     offsets = {tz.utcoffset(t.replace(fold=fold)) for t in (start, end) for fold in (0, 1)}
     return offsets.pop() if len(offsets) == 1 else None
+
+
+# Some systems list their own aliases among the zones; a program file must not depend on
+# the machine it is loaded on.
+_NOT_ZONES = frozenset({"localtime", "posixrules"})
+
+
+def is_zone_name(name: str) -> bool:
+    """An IANA zone name that every machine knows. Like ``ZoneInfo`` itself this reads the
+    zone database, the one thing outside the program that rules look at."""
+    return name not in _NOT_ZONES and (name in _tzdata_zones() or name in _zone_keys())
+
+
+@cache
+def _zone_keys() -> frozenset[str]:
+    return frozenset((available_timezones() | {"UTC"}) - _NOT_ZONES)
+
+
+@cache
+def _tzdata_zones() -> frozenset[str]:
+    """The zones the tzdata package lists in one file, all of which ``available_timezones()``
+    returns too; that one also walks the system's zone directories, which took 60 ms of
+    every command reading a program (a stored program is validated again)."""
+    try:
+        with resources.files("tzdata").joinpath("zones").open("r") as f:
+            return frozenset(line.strip() for line in f if line.strip())
+    except (ImportError, FileNotFoundError):
+        return frozenset()

@@ -9,8 +9,10 @@ from pathlib import Path
 from sqlalchemy import and_, func
 from sqlmodel import Session, col, select
 
-from loyaltyctl.rules.program import Program, load_program_file, program_fingerprint
+from loyaltyctl.rules.program import Program
+from loyaltyctl.rules.program_export import program_fingerprint
 from loyaltyctl.services.context import load_context
+from loyaltyctl.services.program_files import load_program_file
 from loyaltyctl.store.models import Member, ProgramRow, ProgramVersion
 
 

@@ -40,7 +40,8 @@ if TYPE_CHECKING:
     from sqlmodel import Session
 
     from loyaltyctl.services.context import ProgramContext
-    from loyaltyctl.services.jobs import ExpireResult, Progress, TierResult, VoucherResult
+    from loyaltyctl.services.jobs import ExpireResult, Progress, VoucherResult
+    from loyaltyctl.services.tier_review import TierResult
 
 T = TypeVar("T")
 
@@ -325,7 +326,7 @@ def _write_notices(handle: TextIO, rows: Iterator[Any], kind: str) -> int:
 
 
 def _review(engine: Engine, key: str, day: date, dry_run: bool) -> TierResult:
-    from loyaltyctl.services.jobs import review_tiers
+    from loyaltyctl.services.tier_review import review_tiers
 
     return _in_transaction(
         engine,

@@ -838,6 +838,35 @@ def fetch_members(
     return found
 
 
+def fetch_later_tiers(
+    session: Session, member_ids: Iterable[int], after: date
+) -> dict[int, list[tuple[date, str]]]:
+    """Each member's tier history steps dated after ``after``, as (date, tier held
+    before the step), oldest first: what a row dated before them needs to know the tier
+    of its day. Members without such steps are left out."""
+    stmt = _typed(
+        "SELECT member_id, effective_on, tier FROM (SELECT member_id, effective_on, id, "
+        "LAG(tier) OVER (PARTITION BY member_id ORDER BY effective_on, id) AS tier "
+        f"FROM tier_change WHERE {_any(session, 'member_id', 'ids')}) c "
+        "WHERE effective_on > :after ORDER BY member_id, effective_on, id",
+        "tier_change",
+        "member_id",
+        "effective_on",
+        "tier",
+    )
+    found: dict[int, list[tuple[date, str]]] = {}
+    rows: Any = session.connection().execute(
+        stmt,
+        {
+            "ids": _values(session, member_ids),
+            "after": after.isoformat() if _is_sqlite(session) else after,
+        },
+    )
+    for member_id, day, before in rows:
+        found.setdefault(member_id, []).append((day, before))
+    return found
+
+
 _KNOWN_FIELDS = (
     "ref",
     "id",
@@ -1014,6 +1043,7 @@ ENTRY_INSERT = (
     "recorded_at",
     "program_version_id",
 )
+TIER_CHANGE_INSERT = ("member_id", "tier", "effective_on", "reason", "recorded_at", "txn_id")
 MEMBER_INSERT = (
     "id",
     "program_id",
@@ -1200,6 +1230,7 @@ class _Batch:
         self.open_lots: list[OpenLot] = []
         self.debited: dict[int, OpenLot] = {}
         self.debtors: dict[int, MemberState] = {}
+        self.tier_changes: list[tuple[Any, ...]] = []
 
     def next_txn_id(self) -> int:
         self.last_txn_id = next(self.txn_ids)
@@ -1321,6 +1352,7 @@ class _Batch:
                 )
         bulk.insert("member", MEMBER_INSERT, new_members)
         bulk.insert("txn", TXN_INSERT, self.txns)
+        bulk.insert("tier_change", TIER_CHANGE_INSERT, self.tier_changes)
         bulk.insert("points_lot", LOT_INSERT, self.lots)
         bulk.insert("points_entry", ENTRY_INSERT, self.entries)
         bulk.update("points_lot", ("remaining",), lot_updates)
@@ -1352,6 +1384,8 @@ class Importer:
         # Transactions this batch stored: their insert row, time and qualifying time.
         self.applied: dict[str, tuple[tuple[Any, ...], datetime, datetime]] = {}
         self.batch: _Batch
+        # Tier history steps dated after the batch's first day (see fetch_later_tiers).
+        self.later_tiers: dict[int, list[tuple[date, str]]] = {}
 
     def apply(self, session: Session, rows: list[SourceRow]) -> BatchResult:
         raise NotImplementedError
@@ -1459,6 +1493,15 @@ class Importer:
             hint="use a new ref for a new transaction; an identical retry is safe",
         )
 
+    def _tier_on(self, m: MemberState, day: date) -> str:
+        """The tier ``m`` held on ``day``: the current one unless it changed since."""
+        later = self.later_tiers.get(m.id)
+        if later:
+            for effective, before in later:
+                if effective > day:
+                    return before
+        return m.tier
+
     def _upgrade(self, m: MemberState, rules: VersionRules, day: date) -> None:
         """services.tiering.upgrade_if_qualified on the tracker's activity."""
         index = rules.tier_index.get(m.tier, 0)
@@ -1471,8 +1514,16 @@ class Importer:
         activity = from_minor(total, rules.digits) if rules.metric == "spend" else Decimal(total)
         target = qualified_level(rules.spec, activity)
         if rules.tier_index[target] > index:
+            # Dated by the row's day, never before a step already recorded.
+            later = self.later_tiers.setdefault(m.id, [])
+            effective = max(day, later[-1][0]) if later else day
+            later.append((effective, m.tier))
+            batch = self.batch
+            batch.tier_changes.append(
+                (m.id, target, batch.bulk.day(effective), "upgrade", batch.now_s, batch.last_txn_id)
+            )
             m.tier = target
-            m.tier_since = day
+            m.tier_since = effective
             m.changed = True
             if rules.tier_index[target] == rules.top and len(self.book.versions) == 1:
                 self.tracker.drop(m.id)  # nowhere higher to go
@@ -1719,6 +1770,11 @@ class TxnImporter(Importer):
             ),
         )
         self.session = session
+        self.later_tiers = (
+            fetch_later_tiers(session, [m.id for m in self.touched.values()], min(days))
+            if (days := [r.day for r in parsed])
+            else {}
+        )
         self._load_lots(parsed)
         self.tracker.load(session, self._activity_needs(parsed))
         apply_row = {"purchase": self._purchase, "return": self._return, "adjust": self._adjust}
@@ -1835,7 +1891,7 @@ class TxnImporter(Importer):
             )
         self._after_enrolment(row, m, "a purchase")
         rules = row.rules
-        factors = rules.factors(row.category, m.tier, row.day)
+        factors = rules.factors(row.category, self._tier_on(m, row.day), row.day)
         amount_minor = to_minor(row.amount, self.book.digits)
         if factors is None:
             points = spend = 0
@@ -2203,6 +2259,10 @@ class MemberImporter(Importer):
         )
         m.new = True
         self.members[row.code] = self.touched[row.code] = m
+        batch = self.batch
+        batch.tier_changes.append(
+            (m.id, m.tier, batch.bulk.day(local_date(at, rules.tz)), "enrol", batch.now_s, None)
+        )
         if rules.bonus_qualifies:
             self.tracker.fresh(m.id)
         points = rules.signup_bonus

@@ -16,7 +16,12 @@ from loyaltyctl.rules.tiers import hold_ends
 from loyaltyctl.rules.timeutil import local_date
 from loyaltyctl.services.context import ProgramContext
 from loyaltyctl.services.ledger import Source, credit, find_member, pending_points
-from loyaltyctl.services.tiering import upgrade_if_qualified, window_activity
+from loyaltyctl.services.tiering import (
+    record_tier_change,
+    tier_history,
+    upgrade_if_qualified,
+    window_activity,
+)
 from loyaltyctl.store.models import Member, PointsEntry, PointsLot, Txn
 
 PERSONAL_FIELDS = ("name", "email", "phone", "birthday")
@@ -74,6 +79,10 @@ def enroll(
     )
     session.add(member)
     session.flush()
+    assert member.id is not None
+    record_tier_change(
+        session, member.id, member.tier, local_date(at, spec.program.tz), "enrol", now=now
+    )
     points = spec.earn.signup_bonus
     if points > 0:
         _signup_bonus(session, ctx, member, points, at, now)
@@ -140,7 +149,7 @@ def _signup_bonus(
         expires_on=lot_expiry(spec.expiry, day),
     )
     if qualifies:
-        upgrade_if_qualified(session, spec, member, day)
+        upgrade_if_qualified(session, spec, member, day, now=now, txn_id=txn.id)
     txn.balance_after = member.balance
     txn.tier_after = member.tier
     session.add(txn)
@@ -175,6 +184,8 @@ class MemberView:
     erased: bool = False
     status_reason: str | None = None
     recent: list[dict[str, Any]] = field(default_factory=list)
+    # Oldest first: {tier, from, reason}.
+    tier_history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def show_member(
@@ -223,6 +234,10 @@ def show_member(
         status_reason=member.status_reason,
         recent=[
             {"at": t.occurred_at, "ref": t.ref, "kind": t.kind, "points": t.points} for t in txns
+        ],
+        tier_history=[
+            {"tier": step.tier, "from": step.from_, "reason": step.reason}
+            for step in tier_history(session, member.id)
         ],
     )
 

@@ -20,7 +20,7 @@ from loyaltyctl.rules.timeutil import local_date
 from loyaltyctl.services.context import ProgramContext
 from loyaltyctl.services.ledger import Source, credit, debit, find_member, open_lots
 from loyaltyctl.services.members import require_active
-from loyaltyctl.services.tiering import upgrade_if_qualified
+from loyaltyctl.services.tiering import tier_held_on, upgrade_if_qualified
 from loyaltyctl.store.models import Member, PointsLot, Txn
 
 
@@ -133,7 +133,8 @@ def post_purchase(
     spec = version.spec
     tz = spec.program.tz
     day = local_date(when, tz)
-    earning = purchase_points(spec, lines, member.tier, day)
+    # A back-dated purchase earns at the tier held on its day, not at today's.
+    earning = purchase_points(spec, lines, tier_held_on(session, member, day), day)
     amount = sum((line.amount for line in lines), Decimal(0))
     assert member.id is not None
     txn = Txn(
@@ -170,7 +171,7 @@ def post_purchase(
     if member.last_purchase_at is None or member.last_purchase_at < when:
         member.last_purchase_at = when
     # The purchase that crosses a threshold earned at the old tier (computed above).
-    upgrade_if_qualified(session, spec, member, day)
+    upgrade_if_qualified(session, spec, member, day, now=now, txn_id=txn.id)
     return _finish(session, txn, member)
 
 
@@ -334,7 +335,7 @@ def post_adjustment(
             expires_on=lot_expiry(spec.expiry, day),
         )
         if qualifies:
-            upgrade_if_qualified(session, spec, member, day)
+            upgrade_if_qualified(session, spec, member, day, now=now, txn_id=txn.id)
     else:
         debit(
             session,

@@ -30,6 +30,7 @@ from loyaltyctl.store.models import (
     PointsLot,
     ProgramRow,
     ProgramVersion,
+    TierChangeRow,
     Txn,
     Voucher,
 )
@@ -618,6 +619,19 @@ def bulk_members(engine: Engine, count: int, *, program: str = "deli") -> None:
         conn.execute(insert(Txn), txns)
         conn.execute(insert(PointsLot), lots)
         conn.execute(insert(PointsEntry), entries)
+        conn.execute(
+            insert(TierChangeRow),
+            [
+                {
+                    "member_id": m["id"],
+                    "tier": "bronze",
+                    "effective_on": date(2026, 1, 5),
+                    "reason": "enrol",
+                    "recorded_at": enrolled,
+                }
+                for m in members
+            ],
+        )
         if conn.dialect.name == "postgresql":
             for table in ("member", "txn", "points_lot"):
                 conn.exec_driver_sql(

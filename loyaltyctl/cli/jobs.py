@@ -39,7 +39,8 @@ from loyaltyctl.errors import InvalidInput
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from loyaltyctl.services.jobs import ExpireResult, Progress, TierResult
+    from loyaltyctl.services.jobs import ExpireResult, Progress
+    from loyaltyctl.services.tier_review import TierResult
 
 # Test hook: after the first batch of expiry entries is written (not yet committed), touch
 # this file and wait, so a test can kill the run half-way. Not for production use.

@@ -100,6 +100,7 @@ def _member_json(view: Any) -> dict[str, Any]:
         "erased": view.erased,
         "status_reason": view.status_reason,
         "recent": view.recent,
+        "tier_history": view.tier_history,
     }
 
 
@@ -127,6 +128,9 @@ def _print_member(view: Any) -> None:
         value = getattr(view, key)
         if value:
             pairs.append((key, value))
+    if view.tier_history:
+        steps = [f"{s['tier']} from {s['from']} ({s['reason']})" for s in view.tier_history]
+        pairs.append(("tier history", "; ".join(steps)))
     print_fields(pairs)
     if view.recent:
         print_table(

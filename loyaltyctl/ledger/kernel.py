@@ -82,6 +82,10 @@ class Kernel:
         self.applied: dict[str, tuple[tuple[Any, ...], datetime, datetime]] = {}
         self.returned: dict[int, Totals] = {}
         self.member_ids: Iterator[int] = iter(())
+        # Tier history steps dated after the batch's first day, per member: (day, tier
+        # held before the step), oldest first. A row dated before a step earns at the
+        # tier held on its day.
+        self.later_tiers: dict[int, list[tuple[date, str]]] = {}
         self.postings: Postings
         # Loads every stored open lot of a member, when a debit needs more than the
         # driver loaded up front (a frequent customer may hold hundreds of lots).
@@ -153,7 +157,16 @@ class Kernel:
 
     # ---- tiers -------------------------------------------------------------------------
 
-    def upgrade(self, m: MemberState, rules: VersionRules, day: date) -> None:
+    def tier_on(self, m: MemberState, day: date) -> str:
+        """The tier ``m`` held on ``day``: the current one unless it changed since."""
+        later = self.later_tiers.get(m.id)
+        if later:
+            for effective, before in later:
+                if effective > day:
+                    return before
+        return m.tier
+
+    def upgrade(self, m: MemberState, rules: VersionRules, day: date, txn_id: int) -> None:
         """Move the member up as soon as the window ending on ``day`` reaches a higher
         threshold. Never down: downgrades wait for the tier review and its hold."""
         index = rules.tier_index.get(m.tier, 0)
@@ -166,8 +179,14 @@ class Kernel:
         activity = from_minor(total, rules.digits) if rules.metric == "spend" else Decimal(total)
         target = qualified_level(rules.spec, activity)
         if rules.tier_index[target] > index:
+            # Dated by the row's day, never before a step already recorded: a history
+            # reads in order, and a review that moved the member later stands.
+            later = self.later_tiers.setdefault(m.id, [])
+            effective = max(day, later[-1][0]) if later else day
+            later.append((effective, m.tier))
+            self.postings.tier_change(m, target, effective, "upgrade", txn_id)
             m.tier = target
-            m.tier_since = day
+            m.tier_since = effective
             m.changed = True
             if rules.tier_index[target] == rules.top and len(self.book.versions) == 1:
                 self.tracker.drop(m.id)  # nowhere higher to go
@@ -209,7 +228,9 @@ class Kernel:
         rules = row.rules
         digits = self.book.digits
         if row.lines is None:
-            factors = rules.factors(row.category, m.tier, row.day)
+            # A back-dated purchase earns at the tier held on its day, not at today's.
+            tier = self.tier_on(m, row.day) if self.later_tiers else m.tier
+            factors = rules.factors(row.category, tier, row.day)
             amount_minor = to_minor(row.amount, digits)
             if factors is None:
                 points = spend = 0
@@ -217,7 +238,8 @@ class Kernel:
                 points = points_with(row.amount, factors, rules.rounding)
                 spend = amount_minor
         else:
-            earning = purchase_points(rules.spec, list(row.lines), m.tier, row.day)
+            tier = self.tier_on(m, row.day)
+            earning = purchase_points(rules.spec, list(row.lines), tier, row.day)
             points = earning.points
             amount_minor = to_minor(row.amount, digits)
             spend = to_minor(earning.eligible_spend, digits)
@@ -237,7 +259,7 @@ class Kernel:
         if m.id in self.tracker.members:
             self.tracker.add(m.id, when, points, spend, 1, (rules.tz_name, row.day))
             # The purchase that crosses a threshold earned at the old tier (above).
-            self.upgrade(m, rules, row.day)
+            self.upgrade(m, rules, row.day, txn_id)
         if row.lines is None:
             payload = purchase_payload_text(at_iso, m.code, row.category, str(row.amount))
         else:
@@ -355,7 +377,7 @@ class Kernel:
             postings.debit(m, txn_id, rules.id, kind="adjust", plan=plan, short=short, at_s=at_s)
         self.tracker.add(m.id, when, qual, 0, 0)
         if points > 0 and rules.bonus_qualifies:
-            self.upgrade(m, rules, row.day)
+            self.upgrade(m, rules, row.day, txn_id)
         payload = canonical({**row.payload(), "at": when.isoformat()})
         self.store(
             (
@@ -435,6 +457,7 @@ class Kernel:
         )
         m.new = True
         self.members[row.code] = self.touched[row.code] = m
+        self.postings.tier_change(m, m.tier, local_date(at, rules.tz), "enrol", None)
         if rules.bonus_qualifies:
             self.tracker.fresh(m.id)
         points = rules.signup_bonus
@@ -449,7 +472,7 @@ class Kernel:
             )
             if qual:
                 self.tracker.add(m.id, at, qual, 0, 0)
-                self.upgrade(m, rules, day)
+                self.upgrade(m, rules, day, txn_id)
             payload = json.dumps({"kind": "bonus", "member": m.code, "reason": "signup"})
             self.store(
                 (
@@ -494,7 +517,7 @@ class Kernel:
         )  # fmt: skip
         if qual:
             self.tracker.add(m.id, at, qual, 0, 0)
-            self.upgrade(m, rules, day)
+            self.upgrade(m, rules, day, txn_id)
         self.store(
             (
                 txn_id, self.program_id, m.id, ref, "adjust", at_s, postings.now_s, None,

@@ -60,6 +60,7 @@ ENTRY_COLUMNS = (
     "recorded_at",
     "program_version_id",
 )
+TIER_CHANGE_COLUMNS = ("member_id", "tier", "effective_on", "reason", "recorded_at", "txn_id")
 
 
 def split_credit(debt: int, points: int) -> tuple[int, int]:
@@ -112,6 +113,7 @@ class Postings:
         self.open_lots: list[OpenLot] = []
         self.debited: dict[int, OpenLot] = {}
         self.debtors: dict[int, MemberState] = {}
+        self.tier_changes: list[tuple[Any, ...]] = []
 
     def next_txn_id(self) -> int:
         self.last_txn_id = next(self.txn_ids)
@@ -182,6 +184,12 @@ class Postings:
             self.entry(m, txn_id, lot.id, kind, -take, at_s, version_id)
         if short:
             self.entry(m, txn_id, None, kind, -short, at_s, version_id)
+
+    def tier_change(
+        self, m: MemberState, tier: str, effective: date, reason: str, txn_id: int | None
+    ) -> None:
+        """A step of the member's tier history (the member's tier is the caller's)."""
+        self.tier_changes.append((m.id, tier, self.day(effective), reason, self.now_s, txn_id))
 
     def lot_updates(self) -> list[tuple[int, int]]:
         """(remaining, id) of the stored lots this batch took from."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, timedelta
 from decimal import Decimal
+from typing import NamedTuple
 
 from dateutil.relativedelta import relativedelta
 
@@ -35,3 +37,31 @@ def level_index(program: Program, key: str) -> int:
 
 def hold_ends(tiers: Tiers, since: date) -> date:
     return since + relativedelta(months=tiers.hold_months)
+
+
+class TierStep(NamedTuple):
+    """One recorded tier change: ``tier`` held from ``from_`` (program-local) on."""
+
+    tier: str
+    from_: date
+    reason: str = ""
+
+
+def tier_at(history: Sequence[TierStep], day: date) -> TierStep | None:
+    """The step in force on ``day`` in a history ordered oldest first (by date, then
+    as recorded): the last one dated on or before it. None before the first step."""
+    found = None
+    for step in history:
+        if step.from_ > day:
+            break
+        found = step
+    return found
+
+
+def hold_start(history: Sequence[TierStep], day: date, lowest: str) -> date | None:
+    """When the hold of the tier held on ``day`` started (the ``tier_since`` of then):
+    the date of the step in force, None at the lowest tier or before the history."""
+    step = tier_at(history, day)
+    if step is None or step.tier == lowest:
+        return None
+    return step.from_

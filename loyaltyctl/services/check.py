@@ -89,6 +89,17 @@ _CHECKS: list[tuple[str, str]] = [
         """,
     ),
     (
+        "member {0} in program {1}: tier {2} but its tier history ends at {3}",
+        """
+        SELECT m.code, p.key, m.tier, COALESCE(h.tier, '(nothing)')
+        FROM member m JOIN program p ON p.id = m.program_id
+        LEFT JOIN (SELECT member_id, tier, ROW_NUMBER() OVER (
+                     PARTITION BY member_id ORDER BY effective_on DESC, id DESC) AS n
+                   FROM tier_change) h ON h.member_id = m.id AND h.n = 1
+        WHERE h.tier IS NULL OR h.tier <> m.tier
+        """,
+    ),
+    (
         "redemption {0}: took {1} points but voucher {2} cost {3}",
         """
         SELECT t.ref, -t.points, v.code, v.points

@@ -17,7 +17,7 @@ from loyaltyctl.rules.timeutil import local_date
 from loyaltyctl.services.context import ProgramContext
 from loyaltyctl.services.ledger import find_member, pending_points
 from loyaltyctl.services.posting import EnrollResult, enroll_request
-from loyaltyctl.services.tiering import window_activity
+from loyaltyctl.services.tiering import tier_history, window_activity
 from loyaltyctl.store.models import Member, PointsEntry, PointsLot, Txn
 
 PERSONAL_FIELDS = ("name", "email", "phone", "birthday")
@@ -72,6 +72,8 @@ class MemberView:
     erased: bool = False
     status_reason: str | None = None
     recent: list[dict[str, Any]] = field(default_factory=list)
+    # Oldest first: {tier, from, reason}.
+    tier_history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def show_member(
@@ -120,6 +122,10 @@ def show_member(
         status_reason=member.status_reason,
         recent=[
             {"at": t.occurred_at, "ref": t.ref, "kind": t.kind, "points": t.points} for t in txns
+        ],
+        tier_history=[
+            {"tier": step.tier, "from": step.from_, "reason": step.reason}
+            for step in tier_history(session, member.id)
         ],
     )
 

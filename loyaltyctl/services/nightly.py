@@ -24,15 +24,14 @@ from loyaltyctl.services.jobs import (
     EXPIRE_BATCH,
     ExpireResult,
     Progress,
-    TierResult,
     VoucherResult,
     lock_name,
     resolve_as_of,
-    review_tiers,
     run_expire,
     run_voucher_expiry,
 )
 from loyaltyctl.services.locks import job_lock
+from loyaltyctl.services.tier_review import TierResult, review_tiers
 from loyaltyctl.store.db import session_scope
 
 T = TypeVar("T")

@@ -22,7 +22,7 @@ from loyaltyctl.rules.money import format_amount
 from loyaltyctl.rules.timeutil import as_utc, local_date, local_midnight
 from loyaltyctl.services.context import ProgramContext
 from loyaltyctl.services.statements import entry_known, period_of, spec_at, txn_known
-from loyaltyctl.store.models import Member, PointsEntry, Txn
+from loyaltyctl.store.models import Member, PointsEntry, TierChangeRow, Txn
 
 ACTIVE_DAYS = 90
 
@@ -150,7 +150,7 @@ def summary(
     )
     outstanding, debt = _balances(session, ctx.id, moment)
     if moment <= now:
-        tiers = _tiers_from_history(session, ctx.id, moment, spec.tier_keys(), members)
+        tiers = _tiers_from_history(session, known_members, as_of, spec.tier_keys(), members)
     else:
         tiers = _current_tiers(session, known_members, spec.tier_keys())
     digits = spec.program.minor_digits
@@ -270,21 +270,24 @@ def _balances(session: Session, program_id: int, moment: datetime) -> tuple[int,
 
 
 def _tiers_from_history(
-    session: Session, program_id: int, moment: datetime, keys: list[str], members: int
+    session: Session, known_members: Any, as_of: date, keys: list[str], members: int
 ) -> dict[str, int]:
-    """Members per tier at a past moment: each member's ``tier_after`` of its last
-    transaction known then (the same rule as statements); the rest are at the lowest."""
+    """Members per tier on a past day: each known member's last tier history step dated
+    on or before it (reviews included, the same rule as statements); the rest are at the
+    lowest."""
+    step = TierChangeRow
     ranked = (
         select(
-            col(Txn.tier_after).label("tier"),
+            col(step.tier).label("tier"),
             func.row_number()
             .over(
-                partition_by=col(Txn.member_id),
-                order_by=(col(Txn.occurred_at).desc(), col(Txn.id).desc()),
+                partition_by=col(step.member_id),
+                order_by=(col(step.effective_on).desc(), col(step.id).desc()),
             )
             .label("rank"),
         )
-        .where(col(Txn.program_id) == program_id, txn_known(moment), col(Txn.tier_after) != "")
+        .join(known_members, known_members.c.id == col(step.member_id))
+        .where(col(step.effective_on) <= as_of)
         .subquery()
     )
     rows = session.connection().execute(

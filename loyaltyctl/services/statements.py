@@ -36,10 +36,11 @@ from loyaltyctl.errors import InvalidInput
 from loyaltyctl.rules.expiry import inactivity_due
 from loyaltyctl.rules.money import format_amount, from_minor
 from loyaltyctl.rules.program import Program
-from loyaltyctl.rules.tiers import hold_ends, window_bounds
+from loyaltyctl.rules.tiers import hold_ends, hold_start, tier_at, window_bounds
 from loyaltyctl.rules.timeutil import as_utc, local_date, local_midnight
 from loyaltyctl.services.context import ProgramContext
 from loyaltyctl.services.ledger import find_member
+from loyaltyctl.services.tiering import tier_histories
 from loyaltyctl.store.models import JobRun, Member, PointsEntry, PointsLot, Txn, Voucher
 
 EXPIRING_DAYS = 90
@@ -200,22 +201,15 @@ def tiers_at(
     tz: Any,
     lowest: str,
 ) -> dict[int, tuple[str, date | None]]:
-    """Tier and tier-since date of each member as of ``moment``, from the ``tier_after``
-    of its transactions known then (the last one wins; the since date is the day of the
-    transaction that moved it to that tier). Members with none are at ``lowest``."""
-    found: dict[int, tuple[str, date | None]] = dict.fromkeys(member_ids, (lowest, None))
-    if not member_ids:
-        return found
-    rows = session.connection().execute(
-        select(col(Txn.member_id), col(Txn.tier_after), col(Txn.occurred_at))
-        .where(col(Txn.member_id).in_(member_ids), txn_known(moment), col(Txn.tier_after) != "")
-        .order_by(col(Txn.member_id), col(Txn.occurred_at), col(Txn.id))
-    )
-    for member_id, tier, occurred in rows:
-        current, since = found[member_id]
-        if tier != current:
-            since = local_date(occurred, tz)
-        found[member_id] = (tier, since)
+    """Tier and tier-since date (the start of its hold) of each member on the local day
+    that ``moment`` ends, from the tier history: enrolment, upgrades, reviews. Members
+    without a step by then are at ``lowest``."""
+    day = local_date(moment - timedelta(microseconds=1), tz)
+    found: dict[int, tuple[str, date | None]] = {}
+    for member_id, history in tier_histories(session, member_ids).items():
+        step = tier_at(history, day)
+        tier = step.tier if step is not None else lowest
+        found[member_id] = (tier, hold_start(history, day, lowest))
     return found
 
 

@@ -1,7 +1,9 @@
-"""Qualifying activity from the ledger and upgrades at posting time."""
+"""Qualifying activity from the ledger, and the tier history every tier change is recorded
+in (upgrades at posting time are the posting core's, ``ledger.kernel``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from decimal import Decimal
 
@@ -10,9 +12,9 @@ from sqlmodel import Session, col, select
 
 from loyaltyctl.rules.money import from_minor
 from loyaltyctl.rules.program import Program
-from loyaltyctl.rules.tiers import level_index, qualified_level, window_bounds
+from loyaltyctl.rules.tiers import TierStep, window_bounds
 from loyaltyctl.rules.timeutil import local_midnight
-from loyaltyctl.store.models import Member, Txn
+from loyaltyctl.store.models import TierChangeRow, Txn
 
 
 def activity_between(
@@ -43,15 +45,27 @@ def window_activity(session: Session, program: Program, member_id: int, as_of: d
     return activity_between(session, program, member_id, start, end)
 
 
-def upgrade_if_qualified(session: Session, program: Program, member: Member, day: date) -> bool:
-    """Move the member up as soon as the window ending on ``day`` reaches a higher
-    threshold. Never down: downgrades wait for the tier review and its hold."""
-    assert member.id is not None
-    activity = window_activity(session, program, member.id, day)
-    target = qualified_level(program, activity)
-    if level_index(program, target) > level_index(program, member.tier):
-        member.tier = target
-        member.tier_since = day
-        session.add(member)
-        return True
-    return False
+def tier_histories(session: Session, member_ids: Sequence[int]) -> dict[int, list[TierStep]]:
+    """Each member's tier history, oldest first; one query for all of them."""
+    found: dict[int, list[TierStep]] = {member_id: [] for member_id in member_ids}
+    if not member_ids:
+        return found
+    rows = session.connection().execute(
+        select(
+            col(TierChangeRow.member_id),
+            col(TierChangeRow.tier),
+            col(TierChangeRow.effective_on),
+            col(TierChangeRow.reason),
+        )
+        .where(col(TierChangeRow.member_id).in_(member_ids))
+        .order_by(
+            col(TierChangeRow.member_id), col(TierChangeRow.effective_on), col(TierChangeRow.id)
+        )
+    )
+    for member_id, tier, effective_on, reason in rows:
+        found[member_id].append(TierStep(tier, effective_on, reason))
+    return found
+
+
+def tier_history(session: Session, member_id: int) -> list[TierStep]:
+    return tier_histories(session, [member_id])[member_id]

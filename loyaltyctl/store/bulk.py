@@ -16,7 +16,13 @@ from sqlalchemy import TextualSelect, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from loyaltyctl.ledger.postings import ENTRY_COLUMNS, LOT_COLUMNS, TXN_COLUMNS, Postings
+from loyaltyctl.ledger.postings import (
+    ENTRY_COLUMNS,
+    LOT_COLUMNS,
+    TIER_CHANGE_COLUMNS,
+    TXN_COLUMNS,
+    Postings,
+)
 from loyaltyctl.ledger.state import KnownTxn, MemberState, OpenLot
 from loyaltyctl.rules.earning import Totals
 from loyaltyctl.store.models import metadata
@@ -103,6 +109,35 @@ def fetch_members(
             r[12],
             r[13] is not None,
         )
+    return found
+
+
+def fetch_later_tiers(
+    session: Session, member_ids: Iterable[int], after: date
+) -> dict[int, list[tuple[date, str]]]:
+    """Each member's tier history steps dated after ``after``, as (date, tier held
+    before the step), oldest first: what a row dated before them needs to know the tier
+    of its day. Members without such steps are left out."""
+    stmt = _typed(
+        "SELECT member_id, effective_on, tier FROM (SELECT member_id, effective_on, id, "
+        "LAG(tier) OVER (PARTITION BY member_id ORDER BY effective_on, id) AS tier "
+        f"FROM tier_change WHERE {_any(session, 'member_id', 'ids')}) c "
+        "WHERE effective_on > :after ORDER BY member_id, effective_on, id",
+        "tier_change",
+        "member_id",
+        "effective_on",
+        "tier",
+    )
+    found: dict[int, list[tuple[date, str]]] = {}
+    rows: Any = session.connection().execute(
+        stmt,
+        {
+            "ids": _values(session, member_ids),
+            "after": after.isoformat() if _is_sqlite(session) else after,
+        },
+    )
+    for member_id, day, before in rows:
+        found.setdefault(member_id, []).append((day, before))
     return found
 
 
@@ -432,6 +467,7 @@ def write_postings(bulk: Bulk, postings: Postings, members: Iterable[MemberState
             member_updates.append((m.balance, m.debt, m.tier, bulk.day(m.tier_since), last, m.id))
     bulk.insert("member", MEMBER_INSERT, new_members)
     bulk.insert("txn", TXN_INSERT, postings.txns)
+    bulk.insert("tier_change", TIER_CHANGE_COLUMNS, postings.tier_changes)
     bulk.insert("points_lot", LOT_INSERT, postings.lots)
     bulk.insert("points_entry", ENTRY_INSERT, postings.entries)
     bulk.update("points_lot", ("remaining",), postings.lot_updates())

@@ -75,6 +75,29 @@ class Member(SQLModel, table=True):
     updated_at: datetime
 
 
+class TierChangeRow(SQLModel, table=True):
+    """One step of a member's tier history: the tier held from ``effective_on`` (a
+    program-local date) until the next step. ``member.tier``/``tier_since`` cache the
+    latest step; ``db check`` compares them."""
+
+    __tablename__ = "tier_change"
+    __table_args__ = (
+        Index("ix_tier_change_member", "member_id", "effective_on"),
+        CheckConstraint(
+            "reason IN ('enrol', 'upgrade', 'review', 'merge', 'manual')", name="reason_known"
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    member_id: int = Field(foreign_key="member.id")
+    tier: str = Field(max_length=64)
+    effective_on: date
+    reason: str = Field(max_length=16)
+    recorded_at: datetime
+    txn_id: int | None = Field(default=None, foreign_key="txn.id")
+    job_run_id: int | None = Field(default=None, foreign_key="job_run.id")
+
+
 class Txn(SQLModel, table=True):
     """What the outside world sent: one row per reference."""
 

@@ -4,6 +4,7 @@ bring from another system as an opening credit."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 from sqlmodel import Session
 
@@ -14,7 +15,7 @@ from loyaltyctl.rules.limits import check_member, check_moment, check_points, ch
 from loyaltyctl.rules.timeutil import local_date, parse_day, parse_when
 from loyaltyctl.services.imports.batch import Importer
 from loyaltyctl.services.imports.reading import MEMBER_LAYOUT, SourceRow
-from loyaltyctl.store.bulk import fetch_txns
+from loyaltyctl.store.bulk import fetch_later_tiers, fetch_txns
 
 _M_MEMBER, _M_NAME, _M_EMAIL, _M_PHONE, _M_BIRTHDAY, _M_AT, _M_OPENING, _M_EXPIRES = range(8)
 _COUNT = re.compile(r"^[0-9]+$")
@@ -77,4 +78,16 @@ class MemberImporter(Importer):
                     lo = rules.window(local_date(m.enrolled_at, rules.tz))[0]
                     needs[m.id] = min(needs.get(m.id, lo), lo)
         self._load_activity(session, needs)
+        # An opening balance is dated at enrolment: an upgrade it brings must not be
+        # dated before a step already in the member's history.
+        openers = [m for row in parsed if row.opening and (m := k.members.get(row.code))]
+        k.later_tiers = (
+            fetch_later_tiers(
+                session,
+                [m.id for m in openers],
+                min(m.enrolled_at for m in openers).date() - timedelta(days=1),
+            )
+            if openers
+            else {}
+        )
         return parsed

@@ -30,6 +30,7 @@ from loyaltyctl.services.imports.batch import Importer
 from loyaltyctl.services.imports.reading import TXN_COLUMNS, TXN_LAYOUT, SourceRow
 from loyaltyctl.store.bulk import (
     add_lots_of_txns,
+    fetch_later_tiers,
     fetch_open_lots,
     fetch_returned,
     fetch_txns,
@@ -183,6 +184,9 @@ class TxnImporter(Importer):
             ),
         )
         self.session = session
+        days = [r.day for r in parsed]
+        touched = [m.id for m in k.touched.values()]
+        k.later_tiers = fetch_later_tiers(session, touched, min(days)) if days else {}
         self._load_lots(parsed)
         self._load_activity(session, self._activity_needs(parsed))
         return parsed

@@ -176,16 +176,19 @@ def histories(draw: st.DrawFn) -> dict[str, Any]:
     expiry_days: list[str] = []
     size = draw(st.integers(min_value=12, max_value=30))
     for i in range(size):
-        moment += timedelta(minutes=draw(st.integers(min_value=7, max_value=60 * 24 * 30)))
+        # Days from a list (integers would mostly be small): histories span months, so
+        # lots expire and tier windows roll.
+        days = draw(st.sampled_from([0, 0, 1, 3, 8, 15, 30, 45]))
+        moment += timedelta(days=days, minutes=draw(st.integers(min_value=7, max_value=600)))
         if moment.hour < 4:  # stay clear of the night's clock changes
             moment += timedelta(hours=5)
         at = moment.isoformat(timespec="minutes")
         choices = ["enroll"] if len(enrolled) < len(MEMBERS) else []
         if enrolled:
-            choices += ["purchase"] * 5 + ["multi", "adjust", "adjust", "redeem", "expire"]
+            choices += ["purchase"] * 5 + ["multi", "adjust", "adjust"] + ["redeem", "expire"] * 2
             choices += ["return", "return"] if purchases else []
             choices += ["retry"] if done else []
-            choices += ["cancel"] if redemptions else []
+            choices += ["cancel", "cancel"] if redemptions else []
             choices += [] if v2_loaded else ["load_v2"]
         kind = draw(st.sampled_from(choices))
         op: dict[str, Any] = {"op": kind, "at": at}
@@ -230,7 +233,7 @@ def histories(draw: st.DrawFn) -> dict[str, Any]:
             op = dict(draw(st.sampled_from(done)))
         elif kind == "redeem":
             op.update(member=draw(st.sampled_from(enrolled)), ref=f"V{i}")
-            op["reward"] = draw(st.sampled_from(["coffee", "coffee", "bag", "ghost"]))
+            op["reward"] = draw(st.sampled_from(["coffee", "coffee", "coffee", "bag", "ghost"]))
             redemptions.append(op["ref"])
         elif kind == "cancel":
             op["redemption"] = draw(st.sampled_from(redemptions))
@@ -708,7 +711,7 @@ def _events(
     """What the history exercised (``--hypothesis-show-statistics``)."""
     kinds = [op["op"] for op in history["ops"] if not importable(op)]
     for kind, outcome in zip(kinds, commands, strict=True):
-        event(f"{kind}: {outcome[0]}")
+        event(f"{kind}: {outcome[:2] if outcome[0] == 'error' else outcome[0]}")
         if kind == "expire" and outcome[0] == "ok" and outcome[3]:
             event("expire: points expired")
     for outcome in expected.values():

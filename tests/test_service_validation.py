@@ -24,7 +24,9 @@ from sqlmodel import Session
 from loyaltyctl.errors import LoyaltyError
 from loyaltyctl.rules.earning import Line
 from loyaltyctl.services.context import ProgramContext, load_context
-from loyaltyctl.services.imports import MemberImporter, SourceRow, TxnImporter
+from loyaltyctl.services.imports.member_rows import MemberImporter
+from loyaltyctl.services.imports.reading import SourceRow
+from loyaltyctl.services.imports.txn_rows import TxnImporter
 from loyaltyctl.services.members import change_status, enroll
 from loyaltyctl.services.programs import load_program
 from loyaltyctl.services.rewards import cancel_voucher, redeem, use_voucher

@@ -22,13 +22,13 @@ from loyaltyctl.rules.earning import Line
 from loyaltyctl.rules.limits import (
     MAX_AMOUNT,
     check_amount,
+    check_day,
     check_id,
     check_member,
     check_moment,
     check_points,
     check_ref,
     check_text,
-    check_year,
 )
 
 
@@ -67,7 +67,13 @@ class Purchase:
             check_amount(line.amount, digits, what)
             if line.category is not None:
                 check_text(line.category, "category", 64)
-        if sum((line.amount for line in lines), Decimal(0)) > MAX_AMOUNT:
+        total = sum((line.amount for line in lines), Decimal(0))
+        if total == 0:
+            raise InvalidInput(
+                "a purchase of 0 earns nothing and is not recorded",
+                hint="give the amount paid, e.g. 12.50",
+            )
+        if total > MAX_AMOUNT:
             raise InvalidInput(
                 f"the purchase's lines add up to more than {MAX_AMOUNT:,} currency units",
                 hint="check the amounts",
@@ -168,7 +174,7 @@ class Enroll:
             if value is not None:
                 check_text(value, key, 500)
         if self.birthday is not None:
-            check_year(datetime(self.birthday.year, 1, 1), "birthday")
+            check_day(self.birthday, "birthday")
             if self.birthday > now.date():
                 raise InvalidInput(
                     f"birthday {self.birthday.isoformat()} is in the future", hint="check it"
@@ -201,7 +207,7 @@ class Opening:
                 f"opening_balance {self.points} is negative", hint="points carried over, e.g. 1200"
             )
         if self.expires is not None:
-            check_year(datetime(self.expires.year, 1, 1), "opening_expires")
+            check_day(self.expires, "opening_expires")
 
 
 @dataclass(frozen=True, kw_only=True)

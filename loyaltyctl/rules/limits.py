@@ -6,7 +6,7 @@ it came from (``what``: an option, a column, a field)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from loyaltyctl.errors import InvalidInput
@@ -87,11 +87,17 @@ def check_points(value: int, what: str = "points", *, zero_ok: bool = False) -> 
 
 
 def check_year(moment: datetime, what: str) -> None:
-    if not FIRST_YEAR <= moment.year <= LAST_YEAR:
+    check_day(moment.date(), what)
+
+
+def check_day(day: date, what: str) -> date:
+    """A calendar date a person gave (a birthday, an expiry date): within the years."""
+    if not FIRST_YEAR <= day.year <= LAST_YEAR:
         raise InvalidInput(
-            f"{what} {moment.date().isoformat()} is outside the years {FIRST_YEAR}-{LAST_YEAR}",
+            f"{what} {day.isoformat()} is outside the years {FIRST_YEAR}-{LAST_YEAR}",
             hint="check the date",
         )
+    return day
 
 
 def check_moment(moment: datetime, now: datetime, what: str = "--at") -> datetime:

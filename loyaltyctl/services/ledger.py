@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 
 from loyaltyctl.errors import NotAllowed, NotFound
 from loyaltyctl.ledger.postings import plan_debit, split_credit
+from loyaltyctl.rules.limits import check_member
 from loyaltyctl.store.models import Member, PointsEntry, PointsLot
 
 
@@ -33,6 +34,7 @@ class Source:
 def find_member(session: Session, program_id: int, code: str, *, lock: bool = False) -> Member:
     """The member row; with ``lock`` it is held (FOR UPDATE on PostgreSQL) until commit,
     so two writers for one member take turns before reading its lots."""
+    code = check_member(code)
     stmt = select(Member).where(Member.program_id == program_id, Member.code == code)
     if lock:
         stmt = stmt.with_for_update()

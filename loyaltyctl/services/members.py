@@ -217,6 +217,10 @@ def change_status(
     now: datetime,
 ) -> StatusResult:
     """suspend / reactivate / close; repeating the same change is a no-op."""
+    if action not in _TRANSITIONS:
+        raise InvalidInput(
+            f"unknown status change {action!r}", hint="use: " + ", ".join(_TRANSITIONS)
+        )
     target, allowed_from = _TRANSITIONS[action]
     member = find_member(session, ctx.id, code, lock=True)
     if member.status == target:

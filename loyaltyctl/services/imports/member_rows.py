@@ -11,7 +11,7 @@ from sqlmodel import Session
 from loyaltyctl.errors import InvalidInput
 from loyaltyctl.ledger.kernel import opening_ref, signup_ref
 from loyaltyctl.ledger.requests import MemberRow
-from loyaltyctl.rules.limits import check_member, check_moment, check_points, check_text
+from loyaltyctl.rules.limits import check_day, check_member, check_moment, check_points, check_text
 from loyaltyctl.rules.timeutil import local_date, parse_day, parse_when
 from loyaltyctl.services.imports.batch import Importer
 from loyaltyctl.services.imports.reading import MEMBER_LAYOUT, SourceRow
@@ -36,7 +36,9 @@ class MemberImporter(Importer):
             "name": check_text(v[_M_NAME], "name") or None,
             "email": check_text(v[_M_EMAIL], "email") or None,
             "phone": check_text(v[_M_PHONE], "phone") or None,
-            "birthday": parse_day(v[_M_BIRTHDAY], what="birthday") if v[_M_BIRTHDAY] else None,
+            "birthday": check_day(parse_day(v[_M_BIRTHDAY], what="birthday"), "birthday")
+            if v[_M_BIRTHDAY]
+            else None,
         }
         at = parse_when(v[_M_AT], self.book.tz, what="enrolled_at") if v[_M_AT] else None
         if at is not None:
@@ -49,7 +51,11 @@ class MemberImporter(Importer):
                     hint="points carried over, e.g. 1200 (0 or empty for none)",
                 )
             opening = check_points(int(v[_M_OPENING]), "opening_balance", zero_ok=True)
-        expires = parse_day(v[_M_EXPIRES], what="opening_expires") if v[_M_EXPIRES] else None
+        expires = (
+            check_day(parse_day(v[_M_EXPIRES], what="opening_expires"), "opening_expires")
+            if v[_M_EXPIRES]
+            else None
+        )
         if expires is not None and not opening:
             raise InvalidInput("opening_expires goes with an opening_balance")
         return MemberRow(src, code, given, at, opening, expires)

@@ -95,6 +95,7 @@ class TxnImporter(Importer):
             or v[_T_POINTS]
             or v[_T_REASON]
             or not self._plain_amount(amount)
+            or not amount.strip("0.")
             or not member.isprintable()
             or not ref.isprintable()
         ):
@@ -154,6 +155,11 @@ class TxnImporter(Importer):
         if not v[_T_AMOUNT]:
             raise InvalidInput(f"a {kind} needs an amount", hint="e.g. 12.50")
         row.amount = parse_amount(v[_T_AMOUNT], self.book.digits, what="amount")
+        if kind == "purchase" and not row.amount:
+            raise InvalidInput(
+                "a purchase of 0 earns nothing and is not recorded",
+                hint="give the amount paid, e.g. 12.50",
+            )
         if kind == "purchase":
             row.category = check_text(v[_T_CATEGORY], "category") or None
         else:

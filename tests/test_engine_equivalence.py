@@ -52,7 +52,7 @@ from loyaltyctl.services.context import load_context
 from loyaltyctl.services.jobs import run_expire
 from loyaltyctl.services.members import enroll
 from loyaltyctl.services.programs import load_program
-from loyaltyctl.services.rewards import cancel_voucher, redeem
+from loyaltyctl.services.redemptions import cancel_voucher, redeem
 from loyaltyctl.services.txns import post_adjustment, post_purchase, post_return
 from loyaltyctl.store.db import make_engine, session_scope
 

@@ -663,7 +663,7 @@ def _redeem_and_hold(url: str, member: str, reward: str, ready: Any, hold: float
     import time
 
     from loyaltyctl.services.context import load_context
-    from loyaltyctl.services.rewards import redeem
+    from loyaltyctl.services.redemptions import redeem
     from loyaltyctl.store.db import make_engine, session_scope
 
     engine = make_engine(url)

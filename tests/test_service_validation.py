@@ -29,7 +29,8 @@ from loyaltyctl.services.imports.reading import SourceRow
 from loyaltyctl.services.imports.txn_rows import TxnImporter
 from loyaltyctl.services.members import change_status, enroll
 from loyaltyctl.services.programs import load_program
-from loyaltyctl.services.rewards import cancel_voucher, redeem, use_voucher
+from loyaltyctl.services.redemptions import cancel_voucher, redeem
+from loyaltyctl.services.rewards import use_voucher
 from loyaltyctl.services.txns import post_adjustment, post_purchase, post_return
 from loyaltyctl.store.db import session_scope
 from tests.conftest import write_program

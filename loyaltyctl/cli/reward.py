@@ -129,7 +129,7 @@ def redeem(
 ) -> None:
     """Spend a member's points on a reward: issues a voucher (exit 6 says which rule refused)."""
     from loyaltyctl.rules.timeutil import parse_when
-    from loyaltyctl.services.rewards import redeem as redeem_reward
+    from loyaltyctl.services.redemptions import redeem as redeem_reward
 
     if ref is not None and not ref.strip():
         raise InvalidInput("--ref must not be empty", hint="leave it out to get a new one")
@@ -188,7 +188,7 @@ def cancel(
     voucher: VoucherArg, at: AtOpt = None, program: ProgramOpt = None, json_out: JsonOpt = False
 ) -> None:
     """Cancel an issued voucher: its points go back with their original expiry dates."""
-    from loyaltyctl.services.rewards import cancel_voucher
+    from loyaltyctl.services.redemptions import cancel_voucher
 
     with open_session() as session:
         ctx = program_context(session, program)

@@ -60,6 +60,21 @@ ENTRY_COLUMNS = (
     "recorded_at",
     "program_version_id",
 )
+VOUCHER_COLUMNS = (
+    "program_id",
+    "member_id",
+    "txn_id",
+    "code",
+    "reward_key",
+    "reward_name",
+    "reward_kind",
+    "reward_value",
+    "reward_product",
+    "points",
+    "status",
+    "issued_at",
+    "expires_at",
+)
 TIER_CHANGE_COLUMNS = ("member_id", "tier", "effective_on", "reason", "recorded_at", "txn_id")
 
 
@@ -67,6 +82,21 @@ def split_credit(debt: int, points: int) -> tuple[int, int]:
     """New points pay a debt first: (what settles the debt, what goes into a lot)."""
     settle = min(debt, points)
     return settle, points - settle
+
+
+def split_refund(taken: Iterable[tuple[Any, int]], debt: int) -> tuple[int, list[tuple[Any, int]]]:
+    """Points given back (a cancelled voucher) settle a debt first, as new points do,
+    taken from the first of ``taken`` (lot, points); the rest goes back to its lots."""
+    taken = list(taken)
+    settle = min(debt, sum(points for _, points in taken))
+    left = settle
+    back: list[tuple[Any, int]] = []
+    for lot, points in taken:
+        used = min(points, left)
+        left -= used
+        if points - used > 0:
+            back.append((lot, points - used))
+    return settle, back
 
 
 def plan_debit(lots: Iterable[Any], points: int) -> tuple[list[tuple[Any, int]], int]:
@@ -114,6 +144,9 @@ class Postings:
         self.debited: dict[int, OpenLot] = {}
         self.debtors: dict[int, MemberState] = {}
         self.tier_changes: list[tuple[Any, ...]] = []
+        self.vouchers: list[tuple[Any, ...]] = []
+        # (status, cancelled_at, cancel_txn_id, voucher id) of vouchers cancelled.
+        self.voucher_updates: list[tuple[Any, ...]] = []
 
     def next_txn_id(self) -> int:
         self.last_txn_id = next(self.txn_ids)
@@ -184,6 +217,24 @@ class Postings:
             self.entry(m, txn_id, lot.id, kind, -take, at_s, version_id)
         if short:
             self.entry(m, txn_id, None, kind, -short, at_s, version_id)
+
+    def refund(
+        self,
+        m: MemberState,
+        txn_id: int,
+        version_id: int,
+        back: list[tuple[OpenLot, int]],
+        settle: int,
+        at_s: Any,
+    ) -> None:
+        """Points back into the stored lots they were taken from (they keep their dates),
+        after ``settle`` points paid a debt."""  # fmt: skip
+        if settle:
+            self.entry(m, txn_id, None, "refund", settle, at_s, version_id)
+        for lot, points in back:
+            lot.remaining += points
+            self.debited[lot.id] = lot
+            self.entry(m, txn_id, lot.id, "refund", points, at_s, version_id)
 
     def tier_change(
         self, m: MemberState, tier: str, effective: date, reason: str, txn_id: int | None

@@ -1,34 +1,16 @@
-"""Ledger primitives on ORM rows, for the writes that are not batches yet (redemptions,
-voucher cancellations, expiry): which lots a debit takes and what a credit settles are
-decided by ``ledger.postings``, as for every other write.
-
-Each entry touches at most one lot; an entry without a lot moves the member's debt. The
-member's ``balance`` and ``debt`` and each lot's ``remaining`` are caches updated in the
-same flush as the entries, and ``db check`` recomputes them from the entries.
-"""
+"""Reading a member and its lots with the ORM, for the services that look rather than
+post (every point that moves is decided by the posting core, ``loyaltyctl.ledger``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 
 from sqlalchemy import case, func
 from sqlmodel import Session, col, select
 
-from loyaltyctl.errors import NotAllowed, NotFound
-from loyaltyctl.ledger.postings import plan_debit, split_credit
+from loyaltyctl.errors import NotFound
 from loyaltyctl.rules.limits import check_member
-from loyaltyctl.store.models import Member, PointsEntry, PointsLot
-
-
-@dataclass(frozen=True)
-class Source:
-    """What an entry belongs to: a transaction or a job run."""
-
-    version_id: int
-    txn_id: int | None = None
-    job_run_id: int | None = None
+from loyaltyctl.store.models import Member, PointsLot
 
 
 def find_member(session: Session, program_id: int, code: str, *, lock: bool = False) -> Member:
@@ -55,76 +37,6 @@ def member_not_found(code: str, program_id: int, session: Session) -> NotFound:
     )
 
 
-def _entry(
-    session: Session,
-    member: Member,
-    source: Source,
-    kind: str,
-    points: int,
-    at: datetime,
-    now: datetime,
-    lot: PointsLot | None,
-) -> None:
-    assert member.id is not None
-    session.add(
-        PointsEntry(
-            member_id=member.id,
-            txn_id=source.txn_id,
-            job_run_id=source.job_run_id,
-            lot_id=lot.id if lot else None,
-            kind=kind,
-            points=points,
-            at=at,
-            recorded_at=now,
-            program_version_id=source.version_id,
-        )
-    )
-    member.balance += points
-    if lot is None:
-        member.debt -= points
-    else:
-        lot.remaining += points
-        session.add(lot)
-    session.add(member)
-
-
-def credit(
-    session: Session,
-    member: Member,
-    source: Source,
-    *,
-    kind: str,
-    lot_kind: str,
-    points: int,
-    at: datetime,
-    now: datetime,
-    available_at: datetime,
-    expires_on: date | None,
-) -> PointsLot | None:
-    """New points: a debt is settled first, the rest becomes a lot."""
-    assert points > 0 and source.txn_id is not None
-    settle, rest = split_credit(member.debt, points)
-    if settle:
-        _entry(session, member, source, kind, settle, at, now, None)
-    if not rest:
-        return None
-    assert member.id is not None
-    lot = PointsLot(
-        member_id=member.id,
-        txn_id=source.txn_id,
-        kind=lot_kind,
-        earned_at=at,
-        available_at=available_at,
-        expires_on=expires_on,
-        points=rest,
-        remaining=0,
-    )
-    session.add(lot)
-    session.flush()
-    _entry(session, member, source, kind, rest, at, now, lot)
-    return lot
-
-
 def open_lots(
     session: Session, member: Member, *, spendable_at: datetime | None = None
 ) -> list[PointsLot]:
@@ -140,66 +52,6 @@ def open_lots(
         col(PointsLot.id),
     )
     return list(session.exec(stmt).all())
-
-
-@dataclass
-class Taken:
-    lot: PointsLot | None
-    points: int
-
-
-def debit(
-    session: Session,
-    member: Member,
-    source: Source,
-    *,
-    kind: str,
-    points: int,
-    at: datetime,
-    now: datetime,
-    lots: Iterable[PointsLot],
-    allow_debt: bool,
-    refusal: str = "",
-) -> list[Taken]:
-    """Take ``points`` from ``lots`` in the order given; what they cannot cover becomes a
-    debt when ``allow_debt``, otherwise nothing is taken and NotAllowed is raised."""
-    assert points > 0
-    chosen, needed = plan_debit(lots, points)
-    plan = [Taken(lot, take) for lot, take in chosen]
-    if needed and not allow_debt:
-        raise NotAllowed(
-            refusal or f"insufficient points: {points} needed, {points - needed} available",
-            hint="the program forbids negative balances (earn.allow_negative = false)",
-        )
-    if needed:
-        plan.append(Taken(None, needed))
-    for step in plan:
-        _entry(session, member, source, kind, -step.points, at, now, step.lot)
-    return plan
-
-
-def refund(
-    session: Session,
-    member: Member,
-    source: Source,
-    *,
-    kind: str,
-    taken: Sequence[tuple[PointsLot, int]],
-    at: datetime,
-    now: datetime,
-) -> None:
-    """Put points back into the lots they came from, so they keep their expiry dates."""
-    for lot, points in taken:
-        _entry(session, member, source, kind, points, at, now, lot)
-
-
-def expire_lot(
-    session: Session, member: Member, source: Source, lot: PointsLot, at: datetime, now: datetime
-) -> int:
-    points = lot.remaining
-    if points > 0:
-        _entry(session, member, source, "expire", -points, at, now, lot)
-    return points
 
 
 def pending_points(session: Session, member_id: int, now: datetime) -> int:

@@ -13,34 +13,33 @@ Locks, in this order when several are taken: member, then program (stock), then 
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, or_, update
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
-from loyaltyctl.errors import Conflict, InvalidInput, NotAllowed, NotFound
-from loyaltyctl.ledger.requests import Redeem, VoucherAction
+from loyaltyctl.errors import InvalidInput, NotAllowed, NotFound
+from loyaltyctl.ledger.requests import VoucherAction
 from loyaltyctl.rules.program import Reward
-from loyaltyctl.rules.timeutil import local_date
+from loyaltyctl.rules.rewards import (
+    effective_status,
+    refusals,
+    refuse_before_issue,
+    refuse_unless_live,
+)
 from loyaltyctl.services.context import ProgramContext
 from loyaltyctl.services.ledger import (
-    Source,
-    credit,
-    debit,
     find_member,
     open_lots,
     pending_points,
-    refund,
 )
-from loyaltyctl.services.txns import new_ref
-from loyaltyctl.store.models import Member, PointsEntry, PointsLot, ProgramRow, Txn, Voucher
+from loyaltyctl.store.models import Member, Txn, Voucher
 
 VOUCHER_STATUSES = ("issued", "used", "cancelled", "expired")
 
@@ -67,78 +66,6 @@ def normalize_code(text: str) -> str:
 
 
 # ---- the catalogue and its rules ----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """One rule that stops a member from redeeming a reward now."""
-
-    rule: str  # status | tier | stock | per_member | points
-    message: str
-    hint: str | None = None
-
-
-def refusals(
-    reward: Reward,
-    member: Member,
-    *,
-    available: int,
-    pending: int,
-    stock_left: int | None,
-    live: int,
-) -> list[Refusal]:
-    """Every rule that refuses ``reward`` to ``member``, in the order redeem checks them."""
-    found: list[Refusal] = []
-    if member.status != "active":
-        found.append(
-            Refusal(
-                "status",
-                f"member {member.code} is {member.status} and cannot redeem rewards",
-                f"reactivate it first with: loyaltyctl member reactivate {member.code}"
-                if member.status == "suspended"
-                else None,
-            )
-        )
-    if reward.tiers and member.tier not in reward.tiers:
-        found.append(
-            Refusal(
-                "tier",
-                f"reward {reward.key} is only for tier{'s' if len(reward.tiers) > 1 else ''} "
-                f"{', '.join(reward.tiers)}; member {member.code} is {member.tier}",
-                "see what the member may redeem with: "
-                f"loyaltyctl reward list --member {member.code}",
-            )
-        )
-    if stock_left is not None and stock_left <= 0:
-        found.append(
-            Refusal(
-                "stock",
-                f"reward {reward.key} is out of stock (all {reward.stock} issued)",
-                "a cancelled voucher returns its item to stock; or raise stock in the program",
-            )
-        )
-    if reward.per_member is not None and live >= reward.per_member:
-        found.append(
-            Refusal(
-                "per_member",
-                f"member {member.code} already holds {live} live voucher"
-                f"{'s' if live != 1 else ''} for reward {reward.key}, the most allowed "
-                f"(per_member = {reward.per_member})",
-                "use or cancel one first; see them with: "
-                f"loyaltyctl voucher list --member {member.code} --status issued",
-            )
-        )
-    if available < reward.cost:
-        note = f" ({pending} more pending, not yet spendable)" if pending > 0 else ""
-        found.append(
-            Refusal(
-                "points",
-                f"insufficient points: reward {reward.key} costs {reward.cost}, member "
-                f"{member.code} has {max(available, 0)} available{note}",
-                f"{reward.cost - max(available, 0)} more points are needed",
-            )
-        )
-    return found
 
 
 def _issued_counts(session: Session, program_id: int) -> dict[str, int]:
@@ -170,11 +97,9 @@ def _live_counts(session: Session, member_id: int, at: datetime) -> dict[str, in
     return {key: int(n) for key, n in rows}
 
 
-def _spendable(session: Session, member: Member, at: datetime) -> tuple[list[PointsLot], int]:
-    """Lots that may be spent at ``at`` (oldest-expiring first) and the points available:
-    their remainders less any debt."""
-    lots = open_lots(session, member, spendable_at=at)
-    return lots, sum(lot.remaining for lot in lots) - member.debt
+def _available(session: Session, member: Member, at: datetime) -> int:
+    """Points the member may spend at ``at``: its spendable lots' remainders less any debt."""
+    return sum(lot.remaining for lot in open_lots(session, member, spendable_at=at)) - member.debt
 
 
 @dataclass
@@ -211,7 +136,7 @@ def list_rewards(
     if member is not None:
         row = find_member(session, ctx.id, member)
         assert row.id is not None
-        _, available = _spendable(session, row, now)
+        available = _available(session, row, now)
         pending = pending_points(session, row.id, now)
         live = _live_counts(session, row.id, now)
     lines = []
@@ -249,195 +174,6 @@ def list_rewards(
     return lines
 
 
-# ---- redeem -------------------------------------------------------------------------
-
-
-@dataclass
-class RedeemResult:
-    voucher: str
-    reward: str
-    name: str
-    member: str
-    ref: str
-    points: int
-    balance: int
-    issued: datetime
-    expires: datetime
-    status: str
-    kind: str
-    value: str | None
-    product: str | None
-    duplicate: bool
-
-
-def _canonical(payload: dict[str, Any]) -> str:
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"))
-
-
-def _redeem_result(
-    voucher: Voucher, member: Member, txn: Txn, *, duplicate: bool, now: datetime
-) -> RedeemResult:
-    return RedeemResult(
-        voucher=voucher.code,
-        reward=voucher.reward_key,
-        name=voucher.reward_name,
-        member=member.code,
-        ref=txn.ref,
-        points=txn.points,
-        balance=txn.balance_after,
-        issued=voucher.issued_at,
-        expires=voucher.expires_at,
-        status=effective_status(voucher, now),
-        kind=voucher.reward_kind,
-        value=voucher.reward_value,
-        product=voucher.reward_product,
-        duplicate=duplicate,
-    )
-
-
-def _earlier_redemption(
-    session: Session,
-    ctx: ProgramContext,
-    member: Member,
-    ref: str,
-    payload: dict[str, Any],
-    at: datetime | None,
-    now: datetime,
-) -> RedeemResult | None:
-    """The original result for an identical retry of ``ref``; Conflict for a different one.
-    ``at`` counts only when the retry states it, as for transactions."""
-    txn = session.exec(select(Txn).where(Txn.program_id == ctx.id, Txn.ref == ref)).first()
-    if txn is None:
-        return None
-    stored = json.loads(txn.payload)
-    same = txn.kind == "redeem" and {k: v for k, v in stored.items() if k != "at"} == payload
-    if same and at is not None and txn.occurred_at != at:
-        same = False
-    voucher = session.exec(select(Voucher).where(Voucher.txn_id == txn.id)).first()
-    if not same or voucher is None:
-        raise Conflict(
-            f"reference {ref} was already used for a different {txn.kind} in program {ctx.key}",
-            hint="use a new --ref for a new redemption (or leave --ref out); "
-            "an identical retry is safe",
-        )
-    return _redeem_result(voucher, member, txn, duplicate=True, now=now)
-
-
-def _lock_program(session: Session, program_id: int) -> None:
-    """Hold the program row until commit (PostgreSQL), so that two redeemers of one
-    reward count its stock one after the other. SQLite's BEGIN IMMEDIATE already
-    serializes every writer, and renders no FOR UPDATE."""
-    session.exec(select(ProgramRow.id).where(ProgramRow.id == program_id).with_for_update()).one()
-
-
-def _unused_code(session: Session) -> str:
-    for _ in range(10):
-        code = new_voucher_code()
-        taken = session.exec(select(Voucher.id).where(Voucher.code == code)).first()
-        if taken is None:
-            return code
-    raise AssertionError("could not draw an unused voucher code in 10 tries")
-
-
-def redeem(
-    session: Session,
-    ctx: ProgramContext,
-    code: str,
-    reward_key: str,
-    *,
-    ref: str | None,
-    at: datetime | None,
-    now: datetime,
-) -> RedeemResult:
-    """Issue a voucher for ``reward_key``, paid with the member's spendable points."""
-    request = Redeem(member=code, reward=reward_key, ref=ref, at=at, now=now)
-    code, reward_key, ref, at = request.member, request.reward, request.ref, request.at
-    payload = request.payload()
-    member = find_member(session, ctx.id, code, lock=True)
-    if ref is not None:
-        done = _earlier_redemption(session, ctx, member, ref, payload, at, now)
-        if done:
-            return done
-    when = at or now
-    version = ctx.version_at(when)
-    reward = version.spec.reward(reward_key)
-    if reward is None:
-        raise NotFound(
-            f"reward {reward_key} not found in program {ctx.key}",
-            hint="see the rewards with: loyaltyctl reward list",
-        )
-    tz = version.spec.program.tz
-    if local_date(when, tz) < local_date(member.enrolled_at, tz):
-        raise InvalidInput(
-            f"a redemption dated {local_date(when, tz)} is before member {member.code} "
-            f"enrolled ({local_date(member.enrolled_at, tz)})",
-            hint="check --at",
-        )
-    assert member.id is not None
-    if reward.stock is not None:
-        _lock_program(session, ctx.id)
-    issued = _issued_counts(session, ctx.id).get(reward.key, 0)
-    lots, available = _spendable(session, member, when)
-    found = refusals(
-        reward,
-        member,
-        available=available,
-        pending=pending_points(session, member.id, when),
-        stock_left=_stock_left(reward, issued),
-        live=_live_counts(session, member.id, when).get(reward.key, 0),
-    )
-    if found:
-        raise NotAllowed(found[0].message, hint=found[0].hint)
-    txn = Txn(
-        program_id=ctx.id,
-        member_id=member.id,
-        ref=ref if ref is not None else new_ref("redeem"),
-        kind="redeem",
-        occurred_at=when,
-        recorded_at=now,
-        payload=_canonical({**payload, "at": when.isoformat()}),
-        points=-reward.cost,
-        reason=reward.name,
-        qual_at=when,
-        program_version_id=version.id,
-    )
-    session.add(txn)
-    session.flush()
-    debit(
-        session,
-        member,
-        Source(version.id, txn_id=txn.id),
-        kind="redeem",
-        points=reward.cost,
-        at=when,
-        now=now,
-        lots=lots,
-        allow_debt=False,
-    )
-    assert txn.id is not None
-    voucher = Voucher(
-        program_id=ctx.id,
-        member_id=member.id,
-        txn_id=txn.id,
-        code=_unused_code(session),
-        reward_key=reward.key,
-        reward_name=reward.name,
-        reward_kind=reward.kind,
-        reward_value=str(reward.value) if reward.value is not None else None,
-        reward_product=reward.product,
-        points=reward.cost,
-        status="issued",
-        issued_at=when,
-        expires_at=when + timedelta(days=reward.valid_days),
-    )
-    session.add(voucher)
-    txn.balance_after = member.balance
-    txn.tier_after = member.tier
-    session.add(txn)
-    session.flush()
-    return _redeem_result(voucher, member, txn, duplicate=False, now=now)
-
-
 # ---- a voucher's life ---------------------------------------------------------------
 
 
@@ -459,13 +195,6 @@ class VoucherView:
     expired_at: datetime | None
     ref: str
     cancel_ref: str | None
-
-
-def effective_status(voucher: Voucher, now: datetime) -> str:
-    """An issued voucher past its date is expired, even before the nightly job marks it."""
-    if voucher.status == "issued" and voucher.expires_at <= now:
-        return "expired"
-    return voucher.status
 
 
 def _views(
@@ -532,43 +261,6 @@ def _find_voucher(
     return voucher
 
 
-def _refuse_before_issue(voucher: Voucher, when: datetime) -> None:
-    if when < voucher.issued_at:
-        raise InvalidInput(
-            f"voucher {voucher.code} was issued at {voucher.issued_at.isoformat()}, "
-            f"after {when.isoformat()}",
-            hint="check --at",
-        )
-
-
-def _refuse_unless_live(
-    voucher: Voucher, action: str, now: datetime, *, past_date_ok: bool = False
-) -> None:
-    if voucher.status == "used":
-        assert voucher.used_at is not None
-        raise NotAllowed(
-            f"voucher {voucher.code} was already used on {voucher.used_at.isoformat()} "
-            f"and cannot be {action}",
-            hint=f"see it with: loyaltyctl voucher show {voucher.code}",
-        )
-    if voucher.status == "cancelled":
-        raise NotAllowed(
-            f"voucher {voucher.code} was cancelled and cannot be {action}",
-            hint="its points went back to the member; redeem the reward again if wanted",
-        )
-    expired = (
-        voucher.status == "expired"
-        if past_date_ok
-        else (effective_status(voucher, now) == "expired")
-    )
-    if expired:
-        raise NotAllowed(
-            f"voucher {voucher.code} expired on {voucher.expires_at.isoformat()} "
-            f"and cannot be {action}",
-            hint="an expired voucher's points are not refunded",
-        )
-
-
 def use_voucher(
     session: Session, ctx: ProgramContext, code: str, *, now: datetime, at: datetime | None = None
 ) -> VoucherView:
@@ -578,8 +270,8 @@ def use_voucher(
     code, at = request.voucher, request.at
     voucher = _find_voucher(session, ctx, code, lock=True)
     when = at or now
-    _refuse_before_issue(voucher, when)
-    _refuse_unless_live(voucher, "used", when)
+    refuse_before_issue(voucher, when)
+    refuse_unless_live(voucher, "used", when)
     member = session.get(Member, voucher.member_id)
     assert member is not None
     if member.status != "active":
@@ -594,168 +286,6 @@ def use_voucher(
     session.add(voucher)
     session.flush()
     return _view(session, ctx, voucher, now)
-
-
-@dataclass
-class Refunded:
-    expires_on: date | None
-    points: int
-
-
-@dataclass
-class CancelResult:
-    voucher: str
-    reward: str
-    member: str
-    ref: str
-    points: int
-    balance: int
-    debt_settled: int
-    lots: list[Refunded]
-    duplicate: bool
-
-
-def cancel_ref(voucher_code: str) -> str:
-    return f"cancel:{voucher_code}"
-
-
-def _taken_from_lots(session: Session, redeem_txn_id: int) -> list[tuple[PointsLot, int]]:
-    """Which lots a redemption took its points from, and how many from each, in the
-    order it took them."""
-    rows = session.exec(
-        select(PointsEntry.lot_id, PointsEntry.points)
-        .where(PointsEntry.txn_id == redeem_txn_id, col(PointsEntry.lot_id).is_not(None))
-        .order_by(col(PointsEntry.id))
-    ).all()
-    amounts: dict[int, int] = {}
-    for lot_id, points in rows:
-        assert lot_id is not None
-        amounts[lot_id] = amounts.get(lot_id, 0) - points
-    lots = session.exec(select(PointsLot).where(col(PointsLot.id).in_(list(amounts)))).all()
-    by_id = {lot.id: lot for lot in lots}
-    return [(by_id[lot_id], points) for lot_id, points in amounts.items() if points > 0]
-
-
-def _pay_debt_first(
-    taken: Sequence[tuple[PointsLot, int]], debt: int
-) -> tuple[int, list[tuple[PointsLot, int]]]:
-    """Refunded points settle a debt first (as new points do), taken from the soonest
-    expiring; the rest goes back to its lots."""
-    settle = min(debt, sum(points for _, points in taken))
-    left = settle
-    back: list[tuple[PointsLot, int]] = []
-    for lot, points in taken:
-        used = min(points, left)
-        left -= used
-        if points - used > 0:
-            back.append((lot, points - used))
-    return settle, back
-
-
-def _refunded_lots(session: Session, refund_txn_id: int) -> list[Refunded]:
-    rows = session.exec(
-        select(col(PointsLot.expires_on), PointsEntry.points)
-        .select_from(PointsEntry)
-        .join(PointsLot, col(PointsLot.id) == col(PointsEntry.lot_id))
-        .where(PointsEntry.txn_id == refund_txn_id)
-        .order_by(col(PointsEntry.id))
-    ).all()
-    return [Refunded(expires_on, points) for expires_on, points in rows]
-
-
-def _cancel_result(
-    session: Session, voucher: Voucher, member: Member, txn: Txn, duplicate: bool
-) -> CancelResult:
-    assert txn.id is not None
-    lots = _refunded_lots(session, txn.id)
-    return CancelResult(
-        voucher=voucher.code,
-        reward=voucher.reward_key,
-        member=member.code,
-        ref=txn.ref,
-        points=txn.points,
-        balance=txn.balance_after,
-        debt_settled=txn.points - sum(lot.points for lot in lots),
-        lots=lots,
-        duplicate=duplicate,
-    )
-
-
-def cancel_voucher(
-    session: Session, ctx: ProgramContext, code: str, *, now: datetime, at: datetime | None = None
-) -> CancelResult:
-    """Cancel an issued voucher: its points go back into the lots they came from, with
-    their original expiry dates (a lot already past its date goes at the next ``expire``
-    run, so cancelling cannot dodge expiry), and its item returns to stock. Cancelling
-    a cancelled voucher again is a no-op that reports the original result."""
-    request = VoucherAction(voucher=code, at=at, now=now)
-    code, at = request.voucher, request.at
-    found = _find_voucher(session, ctx, code)
-    member = session.exec(
-        select(Member).where(Member.id == found.member_id).with_for_update()
-    ).one()
-    voucher = _find_voucher(session, ctx, code, lock=True)
-    if voucher.status == "cancelled":
-        assert voucher.cancel_txn_id is not None
-        earlier = session.get(Txn, voucher.cancel_txn_id)
-        assert earlier is not None
-        return _cancel_result(session, voucher, member, earlier, True)
-    when = at or now
-    _refuse_before_issue(voucher, when)
-    # Past its date but not yet expired by the nightly job, a voucher can still be
-    # cancelled: its points go back to lots that keep their dates, so nothing is dodged.
-    _refuse_unless_live(voucher, "cancelled", when, past_date_ok=True)
-    version = ctx.version_at(when)
-    assert member.id is not None
-    txn = Txn(
-        program_id=ctx.id,
-        member_id=member.id,
-        ref=cancel_ref(voucher.code),
-        kind="refund",
-        occurred_at=when,
-        recorded_at=now,
-        payload=_canonical(
-            {
-                "kind": "refund",
-                "member": member.code,
-                "voucher": voucher.code,
-                "at": when.isoformat(),
-            }
-        ),
-        points=voucher.points,
-        original_id=voucher.txn_id,
-        reason=f"voucher {voucher.code} cancelled",
-        qual_at=when,
-        program_version_id=version.id,
-    )
-    session.add(txn)
-    session.flush()
-    source = Source(version.id, txn_id=txn.id)
-    settle, back = _pay_debt_first(_taken_from_lots(session, voucher.txn_id), member.debt)
-    if settle:
-        # Not more than the debt, so credit() only settles it and creates no lot.
-        credit(
-            session,
-            member,
-            source,
-            kind="refund",
-            lot_kind="refund",
-            points=settle,
-            at=when,
-            now=now,
-            available_at=when,
-            expires_on=None,
-        )
-    refund(session, member, source, kind="refund", taken=back, at=when, now=now)
-    voucher.status = "cancelled"
-    voucher.cancelled_at = when
-    voucher.cancel_txn_id = txn.id
-    session.add(voucher)
-    txn.balance_after = member.balance
-    txn.tier_after = member.tier
-    session.add(txn)
-    session.flush()
-    return _cancel_result(session, voucher, member, txn, False)
 
 
 # ---- looking vouchers up ------------------------------------------------------------

@@ -21,6 +21,7 @@ from loyaltyctl.ledger.postings import (
     LOT_COLUMNS,
     TIER_CHANGE_COLUMNS,
     TXN_COLUMNS,
+    VOUCHER_COLUMNS,
     Postings,
 )
 from loyaltyctl.ledger.state import KnownTxn, MemberState, OpenLot
@@ -231,6 +232,54 @@ def fetch_open_lots(
             m.lots_complete = loaded.get(member_id, 0) == totals[member_id]
         else:  # nothing came back: with most > 0 that means no open lots at all
             m.lots_complete = most > 0
+
+
+def fetch_spendable_lots(session: Session, member_id: int, at: Any) -> list[OpenLot]:
+    """The member's lots with points left that may be spent at ``at`` (the stored form
+    of a time: ``Bulk.ts``), in the order debits take them."""
+    rows: Any = session.connection().execute(
+        text(
+            f"SELECT {_LOT_COLUMNS} FROM points_lot WHERE member_id = :m AND remaining > 0 "
+            f"AND available_at <= :at ORDER BY {_LOT_ORDER}"
+        ),
+        {"m": member_id, "at": at},
+    )
+    return [OpenLot(lot_id, txn_id, expires, earned, left) for _, lot_id, txn_id, expires,
+            earned, left in rows]  # fmt: skip
+
+
+def pending_points(session: Session, member_id: int, at: Any) -> int:
+    """Points in the member's lots not yet spendable at ``at`` (``Bulk.ts`` form)."""
+    value = session.connection().execute(
+        text(
+            "SELECT COALESCE(SUM(remaining), 0) FROM points_lot "
+            "WHERE member_id = :m AND available_at > :at"
+        ),
+        {"m": member_id, "at": at},
+    )
+    return int(value.scalar_one())
+
+
+def fetch_taken_lots(session: Session, txn_id: int) -> list[tuple[OpenLot, int, date | None]]:
+    """The lots a transaction (a redemption) took points from: each lot, how many, and
+    its expiry date, in the order it took them."""
+    stmt = text(
+        "SELECT l.id, l.txn_id, l.expires_on, l.earned_at, l.remaining, -SUM(e.points) "
+        "AS taken, MIN(e.id) AS first FROM points_entry e JOIN points_lot l ON l.id = e.lot_id "
+        "WHERE e.txn_id = :t GROUP BY l.id, l.txn_id, l.expires_on, l.earned_at, l.remaining "
+        "ORDER BY first"
+    )
+    rows: Any = session.connection().execute(stmt, {"t": txn_id})
+    return [
+        (OpenLot(lot_id, lot_txn, expires, earned, left), int(taken), _as_date(expires))
+        for lot_id, lot_txn, expires, earned, left, taken, _ in rows
+        if taken > 0
+    ]
+
+
+def _as_date(value: Any) -> date | None:
+    """A date column read by plain SQL: text on SQLite, a date on PostgreSQL."""
+    return date.fromisoformat(value) if isinstance(value, str) else value
 
 
 def add_lots_of_txns(
@@ -471,6 +520,8 @@ def write_postings(bulk: Bulk, postings: Postings, members: Iterable[MemberState
     bulk.insert("points_lot", LOT_INSERT, postings.lots)
     bulk.insert("points_entry", ENTRY_INSERT, postings.entries)
     bulk.update("points_lot", ("remaining",), postings.lot_updates())
+    bulk.insert("voucher", VOUCHER_COLUMNS, postings.vouchers)
+    bulk.update("voucher", ("status", "cancelled_at", "cancel_txn_id"), postings.voucher_updates)
     bulk.update(
         "member", ("balance", "debt", "tier", "tier_since", "last_purchase_at"), member_updates
     )

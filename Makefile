@@ -49,7 +49,7 @@ browser-install:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 test: $(STAMP) pg-install browser-install lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2
 
 bench: $(STAMP) pg-install bytecode
 	$(BIN)/python -m bench

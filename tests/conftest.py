@@ -3,6 +3,7 @@ from a migrated template in a throwaway cluster started once per run."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import shutil
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer.testing
 from sqlalchemy import Engine, create_engine, text
 from typer.testing import CliRunner
 
@@ -107,6 +109,12 @@ def engine(db_url: str) -> Iterator[Engine]:
     eng = make_engine(db_url)
     yield eng
     eng.dispose()
+
+
+# Typer's CliRunner builds the Click command tree on every call, most of a call's time;
+# the tree of one app object is the same every time, so it is built once per process
+# (typer is pinned to a minor version, whose testing module has this seam).
+typer.testing._get_command = functools.lru_cache(maxsize=16)(typer.testing._get_command)  # type: ignore[attr-defined]
 
 
 class Cli:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine
 
 from loyaltyctl import __version__
@@ -69,3 +71,16 @@ def test_version_flag() -> None:
     for command in ([sys.executable, "-m", "loyaltyctl"], [str(exe)]):
         out = subprocess.run([*command, "--version"], capture_output=True, text=True)
         assert out.returncode == 0 and out.stdout == f"loyaltyctl {__version__}\n"
+
+
+def test_python_api_page_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/python-api.md: its code blocks, run in order in one namespace, against a
+    fresh SQLite file (the page's promise that the examples work)."""
+    page = (REPO / "docs" / "python-api.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", page, re.S)
+    assert len(blocks) >= 6
+    monkeypatch.chdir(REPO)
+    namespace: dict[str, object] = {"workdir": tmp_path, "print": lambda *a, **k: None}
+    for block in blocks:
+        exec(compile(block, "docs/python-api.md", "exec"), namespace)
+    assert namespace["summary"].applied == 1  # type: ignore[attr-defined]

@@ -26,6 +26,7 @@ from loyaltyctl.ledger.rulebook import RuleBook, Tracker, VersionRules
 from loyaltyctl.ledger.state import LOT_KEY, KnownTxn, MemberState, OpenLot
 from loyaltyctl.rules.earning import Totals, points_with, purchase_points, return_share
 from loyaltyctl.rules.money import from_minor, to_minor
+from loyaltyctl.rules.rewards import refuse_inactive
 from loyaltyctl.rules.tiers import qualified_level
 from loyaltyctl.rules.timeutil import local_date
 
@@ -145,16 +146,6 @@ class Kernel:
                 hint=f"check {row.names.at}, or enroll the member with an earlier date",
             )
 
-    @staticmethod
-    def require_active(m: MemberState, action: str) -> None:
-        if m.status != "active":
-            raise NotAllowed(
-                f"member {m.code} is {m.status} and cannot {action}",
-                hint=f"reactivate it first with: loyaltyctl member reactivate {m.code}"
-                if m.status == "suspended"
-                else None,
-            )
-
     # ---- tiers -------------------------------------------------------------------------
 
     def tier_on(self, m: MemberState, day: date) -> str:
@@ -223,7 +214,7 @@ class Kernel:
             raise self.not_found(row.member)
         if (row.ref in self.known or row.ref in self.applied) and self.duplicate(row):
             return False
-        self.require_active(m, "earn points")
+        refuse_inactive(m, "earn points")
         self.after_enrolment(row, m, "a purchase")
         rules = row.rules
         digits = self.book.digits

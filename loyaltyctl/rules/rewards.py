@@ -18,6 +18,17 @@ class MemberLike(Protocol):
     tier: str
 
 
+def refuse_inactive(member: MemberLike, action: str) -> None:
+    """Only an active member earns, redeems or uses a voucher."""
+    if member.status != "active":
+        raise NotAllowed(
+            f"member {member.code} is {member.status} and cannot {action}",
+            hint=f"reactivate it first with: loyaltyctl member reactivate {member.code}"
+            if member.status == "suspended"
+            else None,
+        )
+
+
 class VoucherLike(Protocol):
     code: str
     status: str

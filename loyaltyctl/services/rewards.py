@@ -24,13 +24,14 @@ from sqlalchemy import func, or_, update
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
-from loyaltyctl.errors import InvalidInput, NotAllowed, NotFound
+from loyaltyctl.errors import InvalidInput, NotFound
 from loyaltyctl.ledger.requests import VoucherAction
 from loyaltyctl.rules.program import Reward
 from loyaltyctl.rules.rewards import (
     effective_status,
     refusals,
     refuse_before_issue,
+    refuse_inactive,
     refuse_unless_live,
 )
 from loyaltyctl.services.context import ProgramContext
@@ -274,13 +275,7 @@ def use_voucher(
     refuse_unless_live(voucher, "used", when)
     member = session.get(Member, voucher.member_id)
     assert member is not None
-    if member.status != "active":
-        raise NotAllowed(
-            f"member {member.code} is {member.status}: its voucher {voucher.code} cannot be used",
-            hint=f"reactivate it first with: loyaltyctl member reactivate {member.code}"
-            if member.status == "suspended"
-            else None,
-        )
+    refuse_inactive(member, f"use voucher {voucher.code}")
     voucher.status = "used"
     voucher.used_at = when
     session.add(voucher)

@@ -191,11 +191,13 @@ def top_members(
     )
     ids = [row.member_id for row in rows]
     balances: dict[int, int] = dict(
-        session.connection().execute(
+        session.connection()
+        .execute(
             select(col(PointsEntry.member_id), func.sum(PointsEntry.points))
             .where(col(PointsEntry.member_id).in_(ids), col(PointsEntry.at) < end)
             .group_by(col(PointsEntry.member_id))
         )
+        .all()
     )
     digits = spec.program.minor_digits
     return [

@@ -2,7 +2,8 @@
 and recorded in docs/performance.md.
 
     .venv/bin/python -m bench [--quick] [--purchases N] [--members N] [--pg-purchases N]
-                              [--runs N] [--no-record] [--only import|expire|statements]
+                              [--runs N] [--no-record]
+                              [--only import|expire|statements|economics]
 
 Each figure is measured next to a floor taken in the same run on the same machine (raw
 sqlite3 or psycopg storing the same rows; the bare import of SQLModel for a single
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, help="repeats of each start-up timing")
     parser.add_argument("--expire-lots", type=int, help="lots for bench_expire.py")
     parser.add_argument("--statement-members", type=int, help="members for bench_statements.py")
-    parser.add_argument("--only", choices=("import", "expire", "statements"))
+    parser.add_argument("--only", choices=("import", "expire", "statements", "economics"))
     parser.add_argument("--no-record", action="store_true", help="do not write the docs page")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> None:
         others.append(("bench_expire", ["--lots", str(expire_lots)]))
     if args.only in (None, "statements"):
         others.append(("bench_statements", ["--members", str(statement_members)]))
+    if args.only in (None, "economics"):
+        others.append(("bench_economics", ["--members", str(statement_members)]))
     for module, module_argv in others:
         print(f"\n{module} {' '.join(module_argv)}", flush=True)
         output = other_bench(module, module_argv)

@@ -118,10 +118,20 @@ def _jobs(app: typer.Typer) -> None:
     jobs.register(app)
 
 
+_economics_added = False
+
+
 def _statements(app: typer.Typer) -> None:
     from loyaltyctl.cli import statements
 
     statements.register(app)
+    # The economics reports join the ``report`` group, which every root shares: once.
+    global _economics_added
+    if not _economics_added:
+        from loyaltyctl.cli import economics
+
+        economics.register(statements.report_app)
+        _economics_added = True
 
 
 # In the order of the help's command list; each with the top-level names it adds.

@@ -55,8 +55,8 @@ merch = 1.5
 
 [[earn.promotions]]
 name = "Double points weekend"
-from = 2026-12-05
-to = 2026-12-06
+from = 2025-12-05
+to = 2025-12-06
 multiplier = 2.0
 
 [expiry]
@@ -127,14 +127,15 @@ def write_members(path: Path, count: int) -> None:
         out = csv.writer(fh)
         out.writerow(["member", "name", "email", "enrolled_at"])
         for i in range(1, count + 1):
-            out.writerow([f"M{i:07d}", f"Member {i}", f"m{i}@example.com", "2025-12-01"])
+            out.writerow([f"M{i:07d}", f"Member {i}", f"m{i}@example.com", "2024-12-01"])
 
 
 def write_txns(path: Path, members: int, purchases: int, seed: int = 7) -> dict[str, int]:
     """A year of purchases in time order, with returns (2%) of recent purchases and
     redemptions of a free drink (1%) written as adjustments."""
     rnd = random.Random(seed)
-    start = datetime(2026, 1, 1, 7, 0)
+    # A year that has passed: the tool refuses transactions dated in the future.
+    start = datetime(2025, 1, 1, 7, 0)
     step = 365 * 24 * 3600 / max(purchases, 1)
     recent: list[tuple[str, str, str]] = []
     counts = {"purchase": 0, "return": 0, "adjust": 0}

@@ -119,11 +119,15 @@ def fetch_later_tiers(
     """Each member's tier history steps dated after ``after``, as (date, tier held
     before the step), oldest first: what a row dated before them needs to know the tier
     of its day. Members without such steps are left out."""
+    # Steps after ``after`` are rare in an import in time order: they are found through
+    # the (member_id, effective_on) index, and only for them the tier before is looked up.
     stmt = _typed(
-        "SELECT member_id, effective_on, tier FROM (SELECT member_id, effective_on, id, "
-        "LAG(tier) OVER (PARTITION BY member_id ORDER BY effective_on, id) AS tier "
-        f"FROM tier_change WHERE {_any(session, 'member_id', 'ids')}) c "
-        "WHERE effective_on > :after ORDER BY member_id, effective_on, id",
+        "SELECT c.member_id, c.effective_on, (SELECT p.tier FROM tier_change p "
+        "WHERE p.member_id = c.member_id AND (p.effective_on < c.effective_on "
+        "OR (p.effective_on = c.effective_on AND p.id < c.id)) "
+        "ORDER BY p.effective_on DESC, p.id DESC LIMIT 1) AS tier "
+        f"FROM tier_change c WHERE {_any(session, 'c.member_id', 'ids')} "
+        "AND c.effective_on > :after ORDER BY c.member_id, c.effective_on, c.id",
         "tier_change",
         "member_id",
         "effective_on",

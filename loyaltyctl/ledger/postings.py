@@ -37,6 +37,7 @@ TXN_COLUMNS = (
     "qual_visits",
     "qual_at",
     "program_version_id",
+    "store",
 )
 LOT_COLUMNS = (
     "id",
@@ -97,8 +98,14 @@ class Postings:
         ts_iso: Callable[[datetime], tuple[Any, str]],
         txn_ids: Iterator[int],
         lot_ids: Iterator[int],
+        digits: int = 2,
+        events: bool = True,
     ) -> None:
         self.program_id = program_id
+        # The currency's decimals (amounts in events) and whether the batch's events are
+        # written with it.
+        self.digits = digits
+        self.events = events
         self.ts = ts
         self.day = day
         self.ts_iso = ts_iso

@@ -29,6 +29,7 @@ from loyaltyctl.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from loyaltyctl.ledger.requests import Redeem, VoucherAction
 from loyaltyctl.rules.program import Reward
 from loyaltyctl.rules.timeutil import local_date
+from loyaltyctl.services import events
 from loyaltyctl.services.context import ProgramContext
 from loyaltyctl.services.ledger import (
     Source,
@@ -435,6 +436,7 @@ def redeem(
     txn.tier_after = member.tier
     session.add(txn)
     session.flush()
+    events.voucher_event(session, "voucher.issued", voucher, member.code, now)
     return _redeem_result(voucher, member, txn, duplicate=False, now=now)
 
 
@@ -593,6 +595,7 @@ def use_voucher(
     voucher.used_at = when
     session.add(voucher)
     session.flush()
+    events.voucher_event(session, "voucher.used", voucher, member.code, now)
     return _view(session, ctx, voucher, now)
 
 
@@ -755,6 +758,7 @@ def cancel_voucher(
     txn.tier_after = member.tier
     session.add(txn)
     session.flush()
+    events.voucher_event(session, "voucher.cancelled", voucher, member.code, now)
     return _cancel_result(session, voucher, member, txn, False)
 
 
@@ -819,4 +823,5 @@ def expire_vouchers(
         .values(status="expired", expired_at=now)
         .execution_options(synchronize_session=False)
     )
+    events.vouchers_expired(session, ctx.id, now)
     return int(result.rowcount or 0)

@@ -118,8 +118,10 @@ def pull(
         assert exec_ is not None
         # The command's own output goes to stderr: stdout is ours (the events it took).
         done = subprocess.run(
-            exec_, shell=True, input=event.line() + "\n", text=True, stdout=sys.stderr
+            exec_, shell=True, input=event.line() + "\n", text=True, stdout=subprocess.PIPE
         )
+        if done.stdout:
+            sys.stderr.write(done.stdout)
         if done.returncode != 0:
             return False
         if json_out:

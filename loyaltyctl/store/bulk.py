@@ -482,8 +482,9 @@ def write_postings(bulk: Bulk, postings: Postings, members: Iterable[MemberState
 
 def _iso(bulk: Bulk, stored: Any) -> str:
     """ISO 8601 (UTC) of a time in the form ``bulk.ts`` made."""
-    if bulk.sqlite:
-        return stored[:10] + "T" + stored[11:] + "+00:00"
+    if bulk.sqlite:  # "2026-01-10 15:00:00.000000", as datetime.isoformat() writes it
+        fraction = stored[19:] if stored[20:] != "000000" else ""
+        return stored[:10] + "T" + stored[11:19] + fraction + "+00:00"
     return str(stored.isoformat())
 
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import create_engine, text
 
 from tests.conftest import REPO, Cli, write_program
@@ -169,9 +170,20 @@ def test_two_pulls_at_once_deliver_each_event_once(cli: Cli, tmp_path: Path) -> 
     assert delivered == sorted(delivered)
 
 
-def _import(db: str, path: Path, env: dict[str, str]) -> Any:
+def _import(db: str, path: Path, env: dict[str, str], *extra: str) -> Any:
     return subprocess.run(
-        [sys.executable, "-m", "loyaltyctl", "--db", db, "txn", "import", str(path), "--json"],
+        [
+            sys.executable,
+            "-m",
+            "loyaltyctl",
+            "--db",
+            db,
+            "txn",
+            "import",
+            str(path),
+            "--json",
+            *extra,
+        ],  # fmt: skip
         capture_output=True,
         text=True,
         env={**os.environ, **env},
@@ -191,7 +203,10 @@ def _in_step(db: str) -> tuple[int, int]:
     return txns, posted
 
 
-def test_a_killed_import_leaves_events_and_ledger_in_step(cli: Cli, tmp_path: Path) -> None:
+@pytest.mark.parametrize("with_rejects", [True, False])
+def test_a_killed_import_leaves_events_and_ledger_in_step(
+    cli: Cli, tmp_path: Path, with_rejects: bool
+) -> None:
     cli("program", "load", str(write_program(tmp_path, PROGRAM)))
     cli("member", "enroll", "M1", "--at", "2026-01-05T10:00")
     cli("member", "enroll", "M2", "--at", "2026-01-05T10:00")
@@ -199,11 +214,14 @@ def test_a_killed_import_leaves_events_and_ledger_in_step(cli: Cli, tmp_path: Pa
     rows = [f"M{1 + i % 2},T{i},{1 + i % 7}.50,2026-02-{1 + i % 27:02d}T12:00" for i in range(80)]
     path.write_text("member,ref,amount,at\n" + "\n".join(rows) + "\n", encoding="utf-8")
     env = {"LOYALTYCTL_IMPORT_BATCH_ROWS": "10"}
-    killed = _import(cli.db, path, {**env, "LOYALTYCTL_TEST_DIE_AFTER_BATCHES": "3"})
+    # With a rejects file each batch commits on its own; without, the file is one
+    # transaction.
+    extra = ("--rejects", str(tmp_path / "bad.csv")) if with_rejects else ()
+    killed = _import(cli.db, path, {**env, "LOYALTYCTL_TEST_DIE_AFTER_BATCHES": "3"}, *extra)
     assert killed.returncode == -9
     txns, posted = _in_step(cli.db)
-    assert txns == posted  # one transaction without --rejects: nothing of the import
-    done = _import(cli.db, path, env)
+    assert txns == posted == 2 + (30 if with_rejects else 0)
+    done = _import(cli.db, path, env, *extra)
     assert done.returncode == 0, done.stderr
     txns, posted = _in_step(cli.db)
     assert txns == posted == 2 + 80

@@ -99,13 +99,10 @@ class Postings:
         txn_ids: Iterator[int],
         lot_ids: Iterator[int],
         digits: int = 2,
-        events: bool = True,
     ) -> None:
         self.program_id = program_id
-        # The currency's decimals (amounts in events) and whether the batch's events are
-        # written with it.
+        # The currency's decimals, for the amounts of the batch's events.
         self.digits = digits
-        self.events = events
         self.ts = ts
         self.day = day
         self.ts_iso = ts_iso

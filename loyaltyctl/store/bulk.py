@@ -476,8 +476,7 @@ def write_postings(bulk: Bulk, postings: Postings, members: Iterable[MemberState
     bulk.update(
         "member", ("balance", "debt", "tier", "tier_since", "last_purchase_at"), member_updates
     )
-    if postings.events:
-        write_events(bulk.session, posting_events(bulk, postings, members))
+    write_events(bulk.session, posting_events(bulk, postings, members))
 
 
 def _iso(bulk: Bulk, stored: Any) -> str:

@@ -89,13 +89,6 @@ def _write_pending(session: Session) -> None:
         raise IntegrityError(sql, None, exc) from exc
 
 
-def flush_events(session: Session) -> None:
-    """Write the rows waiting for the commit now (PostgreSQL), taking the ordering lock
-    early: for a caller that must read its own events before committing."""
-    if session.info.get(_PENDING):
-        _write_pending(session)
-
-
 def existing_once(
     session: Session, program_id: int, type_: str, keys: Iterable[tuple[str, str]]
 ) -> set[tuple[str, str]]:

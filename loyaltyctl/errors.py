@@ -45,6 +45,12 @@ class CheckFailed(LoyaltyError):
     exit_code = 8
 
 
+class DeliveryFailed(LoyaltyError):
+    """``events pull --exec``: the command refused an event; the cursor stops before it."""
+
+    exit_code = 9
+
+
 class ProgramInvalid(InvalidInput):
     """A program file failed to parse or validate; ``problems`` lists every one."""
 

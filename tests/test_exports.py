@@ -21,7 +21,7 @@ DOCUMENTED = {
     "members": "member,status,tier,tier_since,enrolled_at,balance,debt,last_purchase_at,name,"
     "email,phone,birthday,status_reason,erased,erased_at,updated_at",
     "transactions": "ref,member,kind,occurred_at,recorded_at,amount,currency,points,"
-    "balance_after,tier_after,original,reason,program_version",
+    "balance_after,tier_after,original,reason,program_version,store",
     "ledger": "entry_id,member,kind,points,at,recorded_at,txn_ref,job,job_as_of,lot_id,"
     "lot_expires_on,program_version",
     "vouchers": "voucher,member,reward,reward_name,reward_kind,reward_value,reward_product,"

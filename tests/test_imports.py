@@ -798,9 +798,9 @@ def test_unknown_columns_refuse_the_whole_file(cli: Cli, tmp_path: Path) -> None
     cli("program", "load", str(write_program(tmp_path, CAFE, "cafe.toml")))
     cli("member", "enroll", "M1", "--at", "2026-01-01")
     path = tmp_path / "till.csv"
-    path.write_text("member,ref,amount,store\nM1,T1,1.00,north\n", encoding="utf-8")
+    path.write_text("member,ref,amount,till\nM1,T1,1.00,north\n", encoding="utf-8")
     result = cli("txn", "import", str(path), "--rejects", str(tmp_path / "b.csv"), code=4)
-    assert "unknown column 'store'" in result.stderr
+    assert "unknown column 'till'" in result.stderr
     path.write_text("member,amount\nM1,1.00\n", encoding="utf-8")
     assert "required column 'ref'" in cli("txn", "import", str(path), code=4).stderr
     # A JSON Lines field nobody knows, far down the file: still nothing is imported.

@@ -305,7 +305,18 @@ MEMBER_FIELDS = (
     "opening_balance",
     "opening_expires",
 )
-TXN_FIELDS = ("type", "member", "ref", "amount", "at", "category", "original", "points", "reason")
+TXN_FIELDS = (
+    "type",
+    "member",
+    "ref",
+    "amount",
+    "at",
+    "category",
+    "original",
+    "points",
+    "reason",
+    "store",
+)
 GOOD_MEMBER = {"member": "M2", "enrolled_at": "2026-03-01T10:00", "opening_balance": "500"}
 GOOD_PURCHASE = {"member": "M1", "ref": "P9", "amount": "10.00", "at": "2026-03-02T10:00"}
 GOOD_RETURN = {"type": "return", **GOOD_PURCHASE, "ref": "R9", "original": "P1"}

@@ -118,6 +118,12 @@ def _jobs(app: typer.Typer) -> None:
     jobs.register(app)
 
 
+def _events(app: typer.Typer) -> None:
+    from loyaltyctl.cli import events
+
+    app.add_typer(events.app, name="events")
+
+
 _economics_added = False
 
 
@@ -143,6 +149,7 @@ _REGISTER: list[tuple[tuple[str, ...], Callable[[typer.Typer], None]]] = [
     (("reward", "voucher"), _reward),
     (("expire", "tiers", "nightly"), _jobs),
     (("statement", "report", "export"), _statements),
+    (("events",), _events),
 ]
 NAMES = frozenset(name for names, _ in _REGISTER for name in names)
 

@@ -57,6 +57,19 @@ FormatOpt = Annotated[
     typer.Option("--format", help="csv or jsonl. Default: from the file's extension."),
 ]
 
+MapOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--map",
+        help="COLUMN=FIELD: read the file's column COLUMN as FIELD (repeatable), e.g. "
+        "--map Betrag=amount.",
+    ),
+]
+IgnoreOpt = Annotated[
+    list[str] | None,
+    typer.Option("--ignore", help="Skip the file's column COLUMN (repeatable)."),
+]
+
 BATCH_ROWS_ENV = "LOYALTYCTL_IMPORT_BATCH_ROWS"
 # Test hook: SIGKILL this process after that many batches, to prove a killed import
 # re-runs to exactly-once.
@@ -77,6 +90,8 @@ def member_import(
     rejects: RejectsOpt = None,
     dry_run: DryRunOpt = False,
     fmt: FormatOpt = None,
+    map_: MapOpt = None,
+    ignore: IgnoreOpt = None,
     program: ProgramOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -85,8 +100,9 @@ def member_import(
     Columns: member (required), name, email, phone, birthday, enrolled_at, and
     opening_balance / opening_expires for points brought from another system. A member
     already enrolled with the same details is a duplicate; with different ones, a conflict.
+    CSV columns are separated by commas, semicolons or tabs (told from the header).
     """
-    _run("member", file, rejects, dry_run, fmt, program, json_out)
+    _run("member", file, rejects, dry_run, fmt, program, json_out, map_, ignore)
 
 
 @command
@@ -95,16 +111,19 @@ def txn_import(
     rejects: RejectsOpt = None,
     dry_run: DryRunOpt = False,
     fmt: FormatOpt = None,
+    map_: MapOpt = None,
+    ignore: IgnoreOpt = None,
     program: ProgramOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Post purchases, returns and adjustments from a file, in file order.
 
     Columns: type (purchase by default, return, adjust), member, ref, amount, at, category,
-    original (returns), points and reason (adjustments). Rows already posted with the same
-    data are duplicates, so running a file again changes nothing.
+    original (returns), points and reason (adjustments), store (the shop or till). Rows
+    already posted with the same data are duplicates, so running a file again changes
+    nothing. CSV columns are separated by commas, semicolons or tabs (told from the header).
     """
-    _run("txn", file, rejects, dry_run, fmt, program, json_out)
+    _run("txn", file, rejects, dry_run, fmt, program, json_out, map_, ignore)
 
 
 def _run(
@@ -115,13 +134,18 @@ def _run(
     fmt: str | None,
     program: str | None,
     json_out: bool,
+    map_: list[str] | None,
+    ignore: list[str] | None,
 ) -> None:
     from loyaltyctl.services.imports.run import DEFAULT_BATCH_ROWS, FileImport
     from loyaltyctl.store.db import open_database
 
     batch_rows = _env_count(BATCH_ROWS_ENV, DEFAULT_BATCH_ROWS)
     die_after = _env_count(DIE_AFTER_ENV, 0)
-    with FileImport(kind, file, rejects=rejects, dry_run=dry_run, fmt=fmt) as job:
+    rename = _mapping(map_ or [])
+    with FileImport(
+        kind, file, rejects=rejects, dry_run=dry_run, fmt=fmt, rename=rename, ignore=ignore or ()
+    ) as job:
         engine = open_database(STATE.db)
         progress = _Progress(job.source, enabled=not json_out and sys.stderr.isatty())
 
@@ -138,6 +162,19 @@ def _run(
         finally:
             engine.dispose()
     _render(kind, summary, json_out)
+
+
+def _mapping(items: list[str]) -> dict[str, str]:
+    """``--map COLUMN=FIELD`` options as {COLUMN: FIELD}."""
+    found: dict[str, str] = {}
+    for item in items:
+        column, sep, field = item.partition("=")
+        if not sep or not column.strip() or not field.strip():
+            raise InvalidInput(
+                f"--map {item!r} is not COLUMN=FIELD", hint="e.g. --map Betrag=amount"
+            )
+        found[column.strip()] = field.strip()
+    return found
 
 
 def _env_count(name: str, default: int) -> int:

@@ -362,6 +362,14 @@ def review(
 @command
 def nightly(
     as_of: AsOfOpt = None,
+    within: Annotated[
+        str,
+        typer.Option(
+            "--within",
+            help="Announce points expiring this far ahead as points.expiring events "
+            "(once per member and date): 30d, 4w.",
+        ),
+    ] = "30d",
     dry_run: DryRunOpt = False,
     program: ProgramOpt = None,
     json_out: JsonOpt = False,
@@ -369,12 +377,14 @@ def nightly(
     """Run points expiry, tier review and voucher expiry: one crontab line.
 
     One summary, one exit code. Each job is recorded per as-of date: running again
-    changes nothing, a later date catches up on missed nights."""
+    changes nothing, a later date catches up on missed nights. Points expiring within
+    --within get a points.expiring event, once per member and expiry date."""
     from loyaltyctl.services.nightly import run_nightly
 
     with _database() as engine:
         # Settled before the run waits for the job lock: a bad setting need not wait.
         day = _as_of_day(as_of)
+        days = parse_within(within)
         batch = _batch_size()
         with _progress(json_out, "expiring points") as progress:
             result = run_nightly(
@@ -385,6 +395,7 @@ def nightly(
                 batch_size=batch,
                 progress=progress,
                 clock=now,
+                within=days,
             )
     vouchers = result.vouchers
     if not vouchers.available:
@@ -398,6 +409,10 @@ def nightly(
                 "expire": _expire_json(result.expire),
                 "tiers": _tiers_json(result.tiers),
                 "vouchers": {"expired": vouchers.expired, "already_done": vouchers.already_done},
+                "expiring": {
+                    "within_days": result.expiring.within,
+                    "events": result.expiring.events,
+                },
             }
         )
         return

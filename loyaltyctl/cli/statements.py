@@ -280,6 +280,12 @@ def report_summary(
         str | None, typer.Option("--from", help="First day of the period for period figures.")
     ] = None,
     to: Annotated[str | None, typer.Option("--to", help="Last day of the period.")] = None,
+    by: Annotated[
+        str | None,
+        typer.Option(
+            "--by", help="store: add the period's purchases, returns and points per store."
+        ),
+    ] = None,
     program: ProgramOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -293,9 +299,12 @@ def report_summary(
     last = parse_day(to, what="--to") if to else None
     with open_session(write=False) as session:
         ctx = program_context(session, program)
-        result = summary(session, ctx, as_of=day, first=first, last=last, now=now())
+        result = summary(session, ctx, as_of=day, first=first, last=last, now=now(), by=by)
     if json_out:
-        emit_json(_report_json(result))
+        data = _report_json(result)
+        if result.stores is None:
+            del data["stores"]
+        emit_json(data)
         return
     period = result.period
     print_fields(
@@ -320,6 +329,33 @@ def report_summary(
         ],
         title=f"{result.program}: summary as of {result.as_of}",
     )
+    if result.stores is not None:
+        print_table(
+            [
+                "store",
+                "purchases",
+                "sales",
+                "returns",
+                "returned",
+                "earned",
+                "clawed back",
+                "members",
+            ],
+            [
+                (
+                    s.store or "(none)",
+                    s.purchases,
+                    s.sales,
+                    s.returns,
+                    s.returned,
+                    s.points_earned,
+                    s.points_clawed_back,
+                    s.members,
+                )  # fmt: skip
+                for s in result.stores
+            ],
+            title=f"by store, {period.from_} to {period.to}",
+        )
 
 
 def _report_json(result: Any) -> dict[str, Any]:

@@ -98,6 +98,9 @@ def post(
         typer.Option("--line", help="CATEGORY=AMOUNT; repeat for several lines."),
     ] = None,
     at: AtOpt = None,
+    store: Annotated[
+        str | None, typer.Option("--store", help="The shop or till it was bought at.")
+    ] = None,
     program: ProgramOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -110,7 +113,9 @@ def post(
         spec = ctx.spec
         lines = _lines(amount, category, line, spec.program.minor_digits)
         when = parse_when(at, spec.program.tz) if at else None
-        result = post_purchase(session, ctx, member, ref=_ref(ref), lines=lines, at=when, now=now())
+        result = post_purchase(
+            session, ctx, member, ref=_ref(ref), lines=lines, at=when, now=now(), store=store
+        )
     _render(result, json_out)
 
 

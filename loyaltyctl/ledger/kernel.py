@@ -259,7 +259,7 @@ class Kernel:
             (
                 txn_id, self.program_id, m.id, row.ref, "purchase", at_s, postings.now_s,
                 amount_minor, payload, points, m.balance, m.tier, None, None, points, spend,
-                1, at_s, rules.id,
+                1, at_s, rules.id, row.store,
             ),
             when,
             when,
@@ -330,7 +330,7 @@ class Kernel:
             (
                 txn_id, self.program_id, m.id, row.ref, "return", at_s, postings.now_s,
                 share.amount_minor, payload, -claw, m.balance, m.tier, original.id, None,
-                qual_p, qual_s, visits, postings.ts(original.qual_at), rules.id,
+                qual_p, qual_s, visits, postings.ts(original.qual_at), rules.id, row.store,
             ),
             when,
             original.qual_at,
@@ -374,7 +374,7 @@ class Kernel:
             (
                 txn_id, self.program_id, m.id, row.ref, "adjust", at_s, postings.now_s, None,
                 payload, points, m.balance, m.tier, None, row.reason, qual, 0, 0, at_s,
-                rules.id,
+                rules.id, row.store,
             ),
             when,
             when,
@@ -469,7 +469,7 @@ class Kernel:
                 (
                     txn_id, self.program_id, m.id, signup_ref(m.code), "bonus", at_s,
                     postings.now_s, None, payload, points, m.balance, m.tier, None,
-                    "signup bonus", qual, 0, 0, at_s, rules.id,
+                    "signup bonus", qual, 0, 0, at_s, rules.id, None,
                 ),
                 at,
                 at,
@@ -513,7 +513,7 @@ class Kernel:
             (
                 txn_id, self.program_id, m.id, ref, "adjust", at_s, postings.now_s, None,
                 canonical({**payload, "at": at.isoformat()}), row.opening, m.balance, m.tier,
-                None, OPENING_REASON, qual, 0, 0, at_s, rules.id,
+                None, OPENING_REASON, qual, 0, 0, at_s, rules.id, None,
             ),
             at,
             at,

@@ -37,6 +37,7 @@ TXN_COLUMNS = (
     "qual_visits",
     "qual_at",
     "program_version_id",
+    "store",
 )
 LOT_COLUMNS = (
     "id",
@@ -127,8 +128,11 @@ class Postings:
         ts_iso: Callable[[datetime], tuple[Any, str]],
         txn_ids: Iterator[int],
         lot_ids: Iterator[int],
+        digits: int = 2,
     ) -> None:
         self.program_id = program_id
+        # The currency's decimals, for the amounts of the batch's events.
+        self.digits = digits
         self.ts = ts
         self.day = day
         self.ts_iso = ts_iso

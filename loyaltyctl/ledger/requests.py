@@ -283,6 +283,7 @@ class TxnRow:
         "points",
         "reason",
         "names",
+        "store",
     )
 
     def __init__(
@@ -313,6 +314,8 @@ class TxnRow:
         self.points = 0
         self.reason = ""
         self.names = names
+        # The shop or till it came from; stored, not compared on a retry.
+        self.store: str | None = None
 
     def payload(self) -> dict[str, Any]:
         """The request as stored for retries (without its time)."""

@@ -85,7 +85,7 @@ def redeem(
     kernel.store(
         (
             txn_id, kernel.program_id, m.id, ref, "redeem", at_s, postings.now_s, None, payload,
-            -reward.cost, m.balance, m.tier, None, reward.name, 0, 0, 0, at_s, rules.id,
+            -reward.cost, m.balance, m.tier, None, reward.name, 0, 0, 0, at_s, rules.id, None,
         ),
         when,
         when,
@@ -138,7 +138,7 @@ def cancel(
         (
             txn_id, kernel.program_id, m.id, f"cancel:{voucher.code}", "refund", at_s,
             postings.now_s, None, payload, points, m.balance, m.tier, redeem_txn_id,
-            f"voucher {voucher.code} cancelled", 0, 0, 0, at_s, rules.id,
+            f"voucher {voucher.code} cancelled", 0, 0, 0, at_s, rules.id, None,
         ),
         when,
         when,

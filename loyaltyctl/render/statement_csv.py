@@ -1,7 +1,7 @@
 """A statement as CSV: an opening row, one row per movement, a closing row.
 
 Columns (stable): member, date, at, ref, kind, description, points, balance, backdated,
-recorded_at. ``date`` is the program-local day; ``at`` and ``recorded_at`` are UTC.
+recorded_at, store. ``date`` is the program-local day; ``at`` and ``recorded_at`` are UTC.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ COLUMNS = (
     "balance",
     "backdated",
     "recorded_at",
+    "store",
 )
 
 
@@ -45,6 +46,7 @@ def statement_csv(s: Statement) -> str:
             s.opening_balance,
             "",
             "",
+            "",
         ]
     )
     for line in s.lines:
@@ -60,6 +62,7 @@ def statement_csv(s: Statement) -> str:
                 line.balance,
                 "true" if line.backdated else "false",
                 instant(line.recorded_at),
+                line.store or "",
             ]
         )
     writer.writerow(
@@ -72,6 +75,7 @@ def statement_csv(s: Statement) -> str:
             "Closing balance",
             "",
             s.closing_balance,
+            "",
             "",
             "",
         ]

@@ -29,6 +29,7 @@ def statement_document(s: Statement) -> dict[str, Any]:
                 "description": line.description,
                 "recorded_at": instant(line.recorded_at),
                 "backdated": line.backdated,
+                "store": line.store,
             }
             for line in s.lines
         ],

@@ -69,6 +69,7 @@ TRANSACTION_COLUMNS = (
     "original",
     "reason",
     "program_version",
+    "store",
 )
 LEDGER_COLUMNS = (
     "entry_id",
@@ -238,6 +239,7 @@ def _transactions(
             col(original.ref).label("original_ref"),
             col(Txn.reason),
             col(ProgramVersion.version),
+            col(Txn.store),
         )
         .join(Member, col(Member.id) == col(Txn.member_id))
         .join(ProgramVersion, col(ProgramVersion.id) == col(Txn.program_version_id))
@@ -266,6 +268,7 @@ def _transactions(
             row.original_ref,
             None if row.erased_at is not None else row.reason,
             row.version,
+            row.store,
         )
 
 

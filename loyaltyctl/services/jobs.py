@@ -51,6 +51,7 @@ from loyaltyctl.errors import InvalidInput
 from loyaltyctl.rules.expiry import inactivity_due
 from loyaltyctl.rules.program import Program
 from loyaltyctl.rules.timeutil import end_of_local_day, local_date, local_midnight
+from loyaltyctl.services import events
 from loyaltyctl.services.context import ProgramContext
 from loyaltyctl.store.models import JobRun, metadata
 
@@ -301,6 +302,7 @@ def run_expire(
         members, points = session.execute(
             select(func.count(), func.coalesce(func.sum(totals.c.points), 0)).select_from(totals)
         ).one()
+        events.points_expired(session, ctx.id, totals, as_of, now)
     _finish_run(session, run, now, members=int(members), points=int(points), detail={"lots": count})
     return ExpireResult(ctx.key, as_of, int(members), int(points), False, dry_run, count)
 
@@ -446,6 +448,24 @@ def run_voucher_expiry(
 
 
 # ---- expiry notices -------------------------------------------------------------------------
+
+
+@dataclass
+class ExpiringResult:
+    within: int
+    events: int
+
+
+def announce_expiring(
+    session: Session, ctx: ProgramContext, *, as_of: date, days: int, now: datetime
+) -> ExpiringResult:
+    """``points.expiring`` events for what ``expire notices --within`` lists: once per
+    member and expiry date, so running it every night announces each date once."""
+    notices = expiry_notices(session, ctx, as_of=as_of, days=days)
+    count = events.points_expiring(
+        session, ctx.id, ((n.member, n.date, n.points) for n in notices), now
+    )
+    return ExpiringResult(days, count)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from loyaltyctl.ledger.requests import Enroll
 from loyaltyctl.rules.expiry import inactivity_due
 from loyaltyctl.rules.tiers import hold_ends
 from loyaltyctl.rules.timeutil import local_date
+from loyaltyctl.services import events
 from loyaltyctl.services.context import ProgramContext
 from loyaltyctl.services.ledger import find_member, pending_points
 from loyaltyctl.services.posting import EnrollResult, enroll_request
@@ -230,10 +231,12 @@ def change_status(
             f"member {code} is {member.status} and cannot be {target}",
             hint="a closed membership is final" if member.status == "closed" else None,
         )
+    previous = member.status
     member.status = target
     member.status_reason = reason
     member.updated_at = now
     session.add(member)
+    events.status_changed(session, ctx.id, member.code, previous, target, now)
     return StatusResult(member.code, member.status, True)
 
 
@@ -272,4 +275,6 @@ def erase_member(
         member.erased_at = now
     member.updated_at = now
     session.add(member)
+    if changed:
+        events.erased(session, ctx.id, member.code, now)
     return StatusResult(member.code, "erased", changed)

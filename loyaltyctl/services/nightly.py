@@ -23,8 +23,10 @@ from loyaltyctl.services.context import ProgramContext, load_context
 from loyaltyctl.services.jobs import (
     EXPIRE_BATCH,
     ExpireResult,
+    ExpiringResult,
     Progress,
     VoucherResult,
+    announce_expiring,
     lock_name,
     resolve_as_of,
     run_expire,
@@ -35,6 +37,10 @@ from loyaltyctl.services.tier_review import TierResult, review_tiers
 from loyaltyctl.store.db import session_scope
 
 T = TypeVar("T")
+
+# How far ahead the nightly run announces expiring points (``points.expiring``), by
+# default: what ``expire notices`` lists by default.
+EXPIRING_WITHIN = 30
 
 # Read at each step, as the steps happen: a run may wait for the lock, and a job's
 # records carry the time it ran.
@@ -53,6 +59,7 @@ class NightlyResult:
     expire: ExpireResult
     tiers: TierResult
     vouchers: VoucherResult
+    expiring: ExpiringResult
 
 
 def run_expire_job(
@@ -94,13 +101,24 @@ def run_nightly(
     batch_size: int = EXPIRE_BATCH,
     progress: Progress | None = None,
     clock: Clock = utc_now,
+    within: int = EXPIRING_WITHIN,
 ) -> NightlyResult:
-    """Points expiry, tier review and voucher expiry for one date, under one hold of the
-    lock. Each job is recorded per as-of date: running again changes nothing, a later
-    date catches up on missed nights. ``progress`` follows the points expiry."""
+    """Points expiry, the ``points.expiring`` events of the ``within`` days after the
+    date, tier review and voucher expiry for one date, under one hold of the lock. Each
+    job is recorded per as-of date (each expiring date announced once per member):
+    running again changes nothing, a later date catches up on missed nights.
+    ``progress`` follows the points expiry."""
     key, day = _prepare(engine, program, as_of, clock)
     with _locked(engine, key, clock):
         expired = _expire(engine, key, day, dry_run, batch_size, progress, clock)
+        expiring = _in_transaction(
+            engine,
+            key,
+            dry_run,
+            lambda session, ctx: announce_expiring(
+                session, ctx, as_of=day, days=within, now=clock()
+            ),
+        )
         tiers = _review(engine, key, day, dry_run, clock)
         vouchers = _in_transaction(
             engine,
@@ -108,7 +126,7 @@ def run_nightly(
             dry_run,
             lambda session, ctx: run_voucher_expiry(session, ctx, as_of=day, now=clock()),
         )
-    return NightlyResult(key, day, dry_run, expired, tiers, vouchers)
+    return NightlyResult(key, day, dry_run, expired, tiers, vouchers, expiring)
 
 
 def _prepare(

@@ -12,7 +12,7 @@ from sqlmodel import Session, select
 from loyaltyctl.ledger.requests import Adjust, Enroll, MemberRow, Purchase, Return, txn_row
 from loyaltyctl.rules.versions import ProgramContext
 from loyaltyctl.services.imports.member_rows import MemberImporter
-from loyaltyctl.services.imports.txn_rows import TxnImporter
+from loyaltyctl.services.imports.txn_rows import TxnImporter, check_store
 from loyaltyctl.store.models import Txn
 
 
@@ -39,12 +39,18 @@ class EnrollResult:
 
 
 def post_request(
-    session: Session, ctx: ProgramContext, request: Purchase | Return | Adjust, now: datetime
+    session: Session,
+    ctx: ProgramContext,
+    request: Purchase | Return | Adjust,
+    now: datetime,
+    *,
+    store: str | None = None,
 ) -> TxnResult:
     """Apply one purchase, return or adjustment in the session's transaction. Only its
     member is locked (PostgreSQL), so writers of other members go on meanwhile."""
     importer = TxnImporter(ctx, now=now, keeps_locks=False, lock=False)
     row = txn_row(request, importer.book.at, lambda rules: rules.tz)
+    row.store = check_store(store, "--store")
     importer.prepare(session, [row])
     if not importer.kernel.apply_txn(row):
         return _earlier(session, ctx, request.ref)

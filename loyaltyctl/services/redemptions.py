@@ -17,6 +17,7 @@ from loyaltyctl.ledger import vouchers
 from loyaltyctl.ledger.requests import Redeem, VoucherAction
 from loyaltyctl.ledger.state import MemberState
 from loyaltyctl.rules.versions import ProgramContext
+from loyaltyctl.services import events
 from loyaltyctl.services.imports.batch import Importer
 from loyaltyctl.services.rewards import (
     _find_voucher,
@@ -174,6 +175,7 @@ def redeem(
     voucher = session.exec(select(Voucher).where(Voucher.code == issued.code)).one()
     txn = session.get(Txn, issued.txn_id)
     assert txn is not None
+    events.voucher_event(session, "voucher.issued", voucher, m.code, now)
     return _redeem_result(voucher, m.code, txn, duplicate=False, now=now)
 
 
@@ -256,6 +258,8 @@ def cancel_voucher(
         taken=[(lot, points) for lot, points, _ in taken], when=when,
     )  # fmt: skip
     driver._finish(bulk, postings)
+    session.refresh(voucher)
+    events.voucher_event(session, "voucher.cancelled", voucher, member_code, now)
     expiry = {lot.id: expires for lot, _, expires in taken}
     return CancelResult(
         voucher=voucher.code,

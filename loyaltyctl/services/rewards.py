@@ -34,6 +34,7 @@ from loyaltyctl.rules.rewards import (
     refuse_inactive,
     refuse_unless_live,
 )
+from loyaltyctl.services import events
 from loyaltyctl.services.context import ProgramContext
 from loyaltyctl.services.ledger import (
     find_member,
@@ -280,6 +281,7 @@ def use_voucher(
     voucher.used_at = when
     session.add(voucher)
     session.flush()
+    events.voucher_event(session, "voucher.used", voucher, member.code, now)
     return _view(session, ctx, voucher, now)
 
 
@@ -344,4 +346,5 @@ def expire_vouchers(
         .values(status="expired", expired_at=now)
         .execution_options(synchronize_session=False)
     )
+    events.vouchers_expired(session, ctx.id, now)
     return int(result.rowcount or 0)

@@ -83,6 +83,8 @@ class StatementLine:
     balance: int
     recorded_at: datetime
     backdated: bool
+    # The shop or till of a purchase, return or adjustment, when given.
+    store: str | None = None
 
 
 @dataclass
@@ -377,6 +379,7 @@ class _RawLine:
     points: int
     recorded_at: datetime
     backdated: bool
+    store: str | None = None
 
 
 def _lines(session: Session, view: _View, ids: Sequence[int]) -> dict[int, list[_RawLine]]:
@@ -421,6 +424,7 @@ def _lines(session: Session, view: _View, ids: Sequence[int]) -> dict[int, list[
             col(voucher.code).label("voucher_code"),
             col(voucher.reward_name).label("reward_name"),
             col(cancelled.code).label("cancelled_code"),
+            col(Txn.store),
         )
         .select_from(grouped)
         .outerjoin(Txn, col(Txn.id) == grouped.c.txn_id)
@@ -448,6 +452,7 @@ def _lines(session: Session, view: _View, ids: Sequence[int]) -> dict[int, list[
                 points=int(row.points),
                 recorded_at=as_utc(row.recorded_at),
                 backdated=as_utc(row.recorded_at) >= period.end,
+                store=row.store,
             )
         )
     return found
@@ -500,6 +505,7 @@ def _running(raw: Sequence[_RawLine], opening: int, tz: Any) -> list[StatementLi
                 balance=balance,
                 recorded_at=line.recorded_at,
                 backdated=line.backdated,
+                store=line.store,
             )
         )
     return lines

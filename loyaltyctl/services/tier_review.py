@@ -36,6 +36,7 @@ from loyaltyctl.rules.money import from_minor, to_minor
 from loyaltyctl.rules.program import Program
 from loyaltyctl.rules.tiers import hold_ends, level_index, qualified_level, window_bounds
 from loyaltyctl.rules.timeutil import end_of_local_day, local_midnight
+from loyaltyctl.services import events
 from loyaltyctl.services.context import ProgramContext
 from loyaltyctl.services.jobs import (
     JOB_TIERS,
@@ -155,6 +156,7 @@ def review_tiers(
     )
     assert run.id is not None
     _apply_tiers(session, changed, now, as_of=as_of, run_id=run.id)
+    events.tiers_reviewed(session, ctx.id, run.id, _moves(changed), now)
     up = [s for s in changed if level_index(spec, s.new_tier) > level_index(spec, s.tier)]
     down = [s for s in changed if level_index(spec, s.new_tier) < level_index(spec, s.tier)]
     requalified = len(changed) - len(up) - len(down)
@@ -412,3 +414,7 @@ def _apply_tiers(
     keys = ("b_id", "b_tier", "b_since", "b_new_tier")
     session.execute(record, [{k: p[k] for k in keys} for p in params])
     session.execute(stmt, params)
+
+
+def _moves(changed: list[_Tiered]) -> list[tuple[str, str, str]]:
+    return [(s.code, s.tier, s.new_tier) for s in changed]

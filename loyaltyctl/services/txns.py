@@ -34,12 +34,13 @@ def post_purchase(
     lines: Sequence[Line],
     at: datetime | None,
     now: datetime,
+    store: str | None = None,
 ) -> TxnResult:
     """Points by the program's earning rules, one lot, maybe an upgrade; an identical
-    retry of ``ref`` reports the original result."""
+    retry of ``ref`` reports the original result. ``store``: the shop or till."""
     digits = ctx.spec.program.minor_digits
     request = Purchase(member=code, ref=ref, lines=tuple(lines), at=at, digits=digits, now=now)
-    return post_request(session, ctx, request, now)
+    return post_request(session, ctx, request, now, store=store)
 
 
 def post_return(

@@ -10,6 +10,7 @@ import itertools
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime
+from json.encoder import encode_basestring_ascii as _json_str
 from typing import Any
 
 from sqlalchemy import TextualSelect, text
@@ -26,6 +27,7 @@ from loyaltyctl.ledger.postings import (
 )
 from loyaltyctl.ledger.state import KnownTxn, MemberState, OpenLot
 from loyaltyctl.rules.earning import Totals
+from loyaltyctl.store.eventlog import write_events
 from loyaltyctl.store.models import metadata
 
 SQLITE_CACHE_KIB = 256 * 1024
@@ -529,3 +531,77 @@ def write_postings(bulk: Bulk, postings: Postings, members: Iterable[MemberState
     bulk.update(
         "member", ("balance", "debt", "tier", "tier_since", "last_purchase_at"), member_updates
     )
+    write_events(bulk.session, posting_events(bulk, postings, members))
+
+
+def _iso(bulk: Bulk, stored: Any) -> str:
+    """ISO 8601 (UTC) of a time in the form ``bulk.ts`` made."""
+    if bulk.sqlite:  # "2026-01-10 15:00:00.000000", as datetime.isoformat() writes it
+        fraction = stored[19:] if stored[20:] != "000000" else ""
+        return stored[:10] + "T" + stored[11:19] + fraction + "+00:00"
+    return str(stored.isoformat())
+
+
+def _amount(minor: int | None, digits: int) -> str:
+    if minor is None:
+        return "null"
+    if not digits:
+        return f'"{minor}"'
+    whole, part = divmod(minor, 10**digits)
+    return f'"{whole}.{part:0{digits}d}"'
+
+
+_VOUCHER_KINDS = frozenset(("redeem", "refund"))
+
+
+def posting_events(
+    bulk: Bulk, postings: Postings, members: Iterable[MemberState]
+) -> list[tuple[Any, ...]]:
+    """The events of a batch, derived from its rows (so a batch cannot be stored without
+    them): ``member.enrolled`` for each new member, then each transaction's
+    ``txn.posted`` followed by the tier changes it caused (``member.tier_changed``).
+    Written out as text: this runs for every row of an import."""
+    program_id = postings.program_id
+    now_s = postings.now_s
+    codes: dict[int, str] = {}
+    events: list[tuple[Any, ...]] = []
+    for m in members:
+        codes[m.id] = m.code
+        if m.new:
+            data = (
+                '{"enrolled_at":' + _json_str(m.enrolled_at.isoformat())
+                + ',"tier":' + _json_str(m.tier) + "}"
+            )  # fmt: skip
+            events.append((now_s, "member.enrolled", program_id, m.code, data, None))
+    by_txn: dict[int, list[tuple[Any, ...]]] = {}
+    for member_id, tier, effective, reason, _recorded, txn_id in postings.tier_changes:
+        if reason == "enrol":  # member.enrolled says it
+            continue
+        day = effective if isinstance(effective, str) else effective.isoformat()
+        data = (
+            '{"effective_on":"' + day + '","reason":"' + reason
+            + '","tier":' + _json_str(tier) + "}"
+        )  # fmt: skip
+        row = (now_s, "member.tier_changed", program_id, codes.get(member_id), data, None)
+        by_txn.setdefault(txn_id, []).append(row)
+    digits = postings.digits
+    for t in postings.txns:
+        if t[4] in _VOUCHER_KINDS:  # voucher.issued / voucher.cancelled say it
+            continue
+        store = t[19]
+        data = (
+            '{"amount":' + _amount(t[7], digits)
+            + ',"at":"' + _iso(bulk, t[5])
+            + '","balance":' + str(t[10])
+            + ',"kind":"' + t[4]
+            + '","points":' + str(t[9])
+            + ',"ref":' + _json_str(t[3])
+            + ',"store":' + ("null" if store is None else _json_str(store))
+            + ',"tier":' + _json_str(t[11]) + "}"
+        )  # fmt: skip
+        events.append((now_s, "txn.posted", program_id, codes.get(t[2]), data, None))
+        if by_txn and (changes := by_txn.pop(t[0], None)):
+            events.extend(changes)
+    for changes in by_txn.values():
+        events.extend(changes)
+    return events

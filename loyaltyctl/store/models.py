@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, Column, Index, MetaData, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Index,
+    MetaData,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 # A naming convention makes Alembic's batch mode on SQLite and constraint names on
@@ -129,6 +138,9 @@ class Txn(SQLModel, table=True):
     qual_visits: int = 0
     qual_at: datetime
     program_version_id: int = Field(foreign_key="program_version.id")
+    # The shop or till that sent it, as the till file names it (not part of the payload a
+    # retry is compared on).
+    store: str | None = Field(default=None, max_length=64)
 
 
 class PointsLot(SQLModel, table=True):
@@ -224,3 +236,43 @@ class JobLock(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=100)
     holder: str
     acquired_at: datetime
+
+
+class EventRow(SQLModel, table=True):
+    """What happened, for the CRM and the mailer: append-only, written in the transaction
+    of the change it reports, ids increasing in commit order within a program. Member
+    codes only, never personal data. ``once`` is set on events that must be written at
+    most once (``points.expiring`` per member and expiry date)."""
+
+    __tablename__ = "event"
+    __table_args__ = (
+        Index(
+            "uq_event_once",
+            "program_id",
+            "type",
+            "member",
+            "once",
+            unique=True,
+            sqlite_where=text("once IS NOT NULL"),
+            postgresql_where=text("once IS NOT NULL"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime
+    type: str = Field(max_length=32)
+    program_id: int = Field(foreign_key="program.id")
+    member: str | None = Field(default=None, max_length=128)
+    data: str = Field(sa_column=Column(Text, nullable=False))
+    once: str | None = Field(default=None, max_length=64)
+
+
+class EventCursor(SQLModel, table=True):
+    """How far each consumer of a program's events has read: the last id delivered."""
+
+    __tablename__ = "event_cursor"
+
+    consumer: str = Field(primary_key=True, max_length=100)
+    program_id: int = Field(primary_key=True, foreign_key="program.id")
+    last_id: int = 0
+    updated_at: datetime

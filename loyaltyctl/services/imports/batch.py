@@ -128,6 +128,7 @@ class Importer:
             ts_iso=bulk.ts_iso,
             txn_ids=txn_ids,
             lot_ids=bulk.ids("points_lot", lots),
+            digits=self.book.digits,
         )
         self.kernel.postings = postings
         self._bulk, self._postings = bulk, postings

@@ -25,8 +25,21 @@ MEMBER_COLUMNS = (
     "opening_balance",
     "opening_expires",
 )
-TXN_COLUMNS = ("type", "member", "ref", "amount", "at", "category", "original", "points", "reason")
+TXN_COLUMNS = (
+    "type",
+    "member",
+    "ref",
+    "amount",
+    "at",
+    "category",
+    "original",
+    "points",
+    "reason",
+    "store",
+)
 FORMATS = ("csv", "jsonl")
+# Till exports use these; the header line says which (the one it holds most of).
+DELIMITERS = (",", ";", "\t")
 
 
 @dataclass(frozen=True)
@@ -72,24 +85,29 @@ def detect_format(path: Path, fmt: str | None) -> str:
     )
 
 
-def csv_records(fh: TextIO) -> Iterator[tuple[int, list[str]]]:
+def detect_delimiter(header_line: str) -> str:
+    """``,``, ``;`` or tab: whichever the header line holds most of (a comma on a tie)."""
+    return max(DELIMITERS, key=header_line.count)
+
+
+def csv_records(fh: TextIO, delimiter: str = ",") -> Iterator[tuple[int, list[str]]]:
     """``csv.reader``'s records with the line each starts on. A line without quotes, NUL
-    or an overlong field is split on commas directly (what the reader would make of it,
-    several times faster); any other record is read by ``csv.reader``, whatever lines it
-    spans. ``fh`` is opened with ``newline=""``."""
+    or an overlong field is split on the delimiter directly (what the reader would make
+    of it, several times faster); any other record is read by ``csv.reader``, whatever
+    lines it spans. ``fh`` is opened with ``newline=""``."""
     lines = iter(fh)
     number = 0
     limit = csv.field_size_limit()
     for line in lines:
         number += 1
         if '"' in line or "\x00" in line or len(line) > limit:
-            reader = csv.reader(itertools.chain((line,), lines))
+            reader = csv.reader(itertools.chain((line,), lines), delimiter=delimiter)
             fields = next(reader, [])
             yield number, fields
             number += reader.line_num - 1
             continue
         body = line.rstrip("\r\n")
-        yield number, body.split(",") if body else []
+        yield number, body.split(delimiter) if body else []
 
 
 def _no_constant(name: str) -> Any:
@@ -100,12 +118,31 @@ class ImportFile:
     """A CSV file with a header row, or JSON Lines; columns in any order, unknown ones
     refused for the whole file."""
 
-    def __init__(self, path: Path, layout: Layout, fmt: str | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        layout: Layout,
+        fmt: str | None = None,
+        *,
+        rename: dict[str, str] | None = None,
+        ignore: Iterable[str] = (),
+    ) -> None:
+        """``rename``: input column → the layout's name for it (``--map``); ``ignore``:
+        input columns skipped (``--ignore``), both by the names the file uses."""
         self.path = path
         self.layout = layout
         self.format = detect_format(path, fmt)
         if not path.is_file():
             raise InvalidInput(f"cannot read {path}: no such file")
+        self.rename = dict(rename or {})
+        self.ignore = frozenset(ignore)
+        for source, target in self.rename.items():
+            if target not in layout.columns:
+                raise InvalidInput(
+                    f"--map {source}={target}: {target!r} is not a column of {layout.name}",
+                    hint="columns: " + ", ".join(layout.columns),
+                )
+        self.delimiter = ","
         self.header: list[str] = []
         # Leading columns that are not data: ``line`` and ``reason`` of a rejects file.
         self.meta = 0
@@ -122,7 +159,9 @@ class ImportFile:
     def _read_header(self) -> None:
         with self._open() as fh:
             try:
-                header = next((row for row in csv.reader(fh) if "".join(row).strip()), None)
+                first = next((line for line in fh if line.strip()), "")
+                self.delimiter = detect_delimiter(first)
+                header = next(csv.reader([first], delimiter=self.delimiter), None)
             except (UnicodeDecodeError, csv.Error) as exc:
                 raise self._unreadable(exc) from exc
         if header is None:
@@ -135,8 +174,8 @@ class ImportFile:
             # A rejects file of an earlier import, fixed and imported again: its line and
             # reason say why the row was refused then and are not part of the row.
             self.meta = len(REJECT_COLUMNS)
-        data = [restored_name(name) for name in names[self.meta :]]
-        self._check_names(data, where=f"{self.path}:1")
+        data = [self._name(restored_name(name)) for name in names[self.meta :]]
+        self._check_names((n for n in data if n is not None), where=f"{self.path}:1")
         for name in self.layout.required:
             if name not in data:
                 raise InvalidInput(
@@ -145,6 +184,12 @@ class ImportFile:
                 )
         self.header = names
         self._order = [data.index(c) + self.meta if c in data else -1 for c in self.layout.columns]
+
+    def _name(self, name: str) -> str | None:
+        """The layout's name of an input column; None for one ``--ignore`` skips."""
+        if name in self.ignore:
+            return None
+        return self.rename.get(name, name)
 
     def _check_names(self, names: Iterable[str], *, where: str) -> None:
         seen: set[str] = set()
@@ -188,7 +233,7 @@ class ImportFile:
         strip = str.strip
         with self._open() as fh:
             header_seen = False
-            for start, fields in csv_records(fh):
+            for start, fields in csv_records(fh, self.delimiter):
                 if not header_seen:
                     header_seen = bool("".join(fields).strip())
                     continue
@@ -225,6 +270,12 @@ class ImportFile:
                     continue
                 if "line" in obj:  # a row of a rejects file: see _read_header
                     obj = rejected_row(obj)
+                if self.rename or self.ignore:
+                    obj = {
+                        name: value
+                        for key, value in obj.items()
+                        if (name := self._name(key)) is not None
+                    }
                 if any(key not in index for key in obj):
                     self._check_names(obj, where=f"{self.path}:{number}")
                 values = [""] * width

@@ -11,7 +11,7 @@ transaction, rolled back.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -72,11 +72,14 @@ class FileImport:
         rejects: Path | None = None,
         dry_run: bool = False,
         fmt: str | None = None,
+        rename: dict[str, str] | None = None,
+        ignore: Iterable[str] = (),
     ) -> None:
+        """``rename`` and ``ignore``: see ``ImportFile`` (``--map``, ``--ignore``)."""
         self.started = time.perf_counter()
         layout, self.importer_class = IMPORTS[kind]
         self.file = file
-        self.source = ImportFile(file, layout, fmt)
+        self.source = ImportFile(file, layout, fmt, rename=rename, ignore=ignore)
         if rejects is not None and rejects.resolve() == file.resolve():
             raise InvalidInput("--rejects must not be the file being imported")
         self.dry_run = dry_run

@@ -37,9 +37,19 @@ from loyaltyctl.store.bulk import (
 )
 
 TXN_KINDS = ("purchase", "return", "adjust")
-_T_TYPE, _T_MEMBER, _T_REF, _T_AMOUNT, _T_AT, _T_CATEGORY, _T_ORIGINAL, _T_POINTS, _T_REASON = (
-    range(9)
-)
+(
+    _T_TYPE,
+    _T_MEMBER,
+    _T_REF,
+    _T_AMOUNT,
+    _T_AT,
+    _T_CATEGORY,
+    _T_ORIGINAL,
+    _T_POINTS,
+    _T_REASON,
+    _T_STORE,
+) = range(10)
+STORE_LENGTH = 64
 _PURCHASE_TYPES = frozenset(("", "purchase"))
 _WHOLE = re.compile(r"^[+-]?[0-9]+$")
 
@@ -49,6 +59,16 @@ _NOT_FOR = {
     "return": (_T_CATEGORY, _T_POINTS, _T_REASON),
     "adjust": (_T_AMOUNT, _T_CATEGORY, _T_ORIGINAL),
 }
+
+
+def check_store(value: str | None, what: str = "store") -> str | None:
+    """A store name (the shop or till): printable, at most 64 characters; "" is none."""
+    if not value:
+        return None
+    text = check_text(value, what, STORE_LENGTH)
+    if not text.isprintable():
+        raise InvalidInput(f"{what} {value!r} is not printable text", hint="e.g. north-street")
+    return text or None
 
 
 class TxnImporter(Importer):
@@ -103,6 +123,9 @@ class TxnImporter(Importer):
         category = v[_T_CATEGORY] or None
         if category is not None and "\x00" in category:
             return None
+        store = v[_T_STORE] or None
+        if store is not None and (len(store) > STORE_LENGTH or not store.isprintable()):
+            return None
         parsed = self._clock.parse(at)
         if parsed is None:
             return None
@@ -112,6 +135,7 @@ class TxnImporter(Importer):
         row = TxnRow(src, "purchase", member, ref, when, when, rules, day)
         row.amount = Decimal(amount)
         row.category = category
+        row.store = store
         return row
 
     def _parse_row(self, src: SourceRow) -> TxnRow:
@@ -138,6 +162,7 @@ class TxnImporter(Importer):
         when = at or self.now
         rules = self.book.at(when)
         row = TxnRow(src, kind, member, ref, at, when, rules, local_date(when, rules.tz))
+        row.store = check_store(v[_T_STORE])
         if kind == "adjust":
             raw = v[_T_POINTS]
             if not _WHOLE.match(raw):

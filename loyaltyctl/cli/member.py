@@ -1,4 +1,4 @@
-"""``member enroll|show|list|update|suspend|reactivate|close|erase``."""
+"""``member enroll|show|find|list|update|suspend|reactivate|close|erase|merge``."""
 
 from __future__ import annotations
 
@@ -153,6 +153,30 @@ def show(member: MemberArg, program: ProgramOpt = None, json_out: JsonOpt = Fals
         emit_json(_member_json(view))
     else:
         _print_member(view)
+
+
+@app.command("find")
+@command
+def find(
+    text: Annotated[
+        str, typer.Argument(help="A member id, an e-mail, a phone number or part of a name.")
+    ],
+    program: ProgramOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Find members by id, e-mail (any case), phone (any punctuation) or part of the name."""
+    from loyaltyctl.services.member_find import find_members
+
+    with open_session(write=False) as session:
+        ctx = program_context(session, program)
+        rows = find_members(session, ctx, text)
+    if json_out:
+        emit_json(rows)
+        return
+    print_table(
+        ["member", "name", "email", "phone", "status", "tier", "balance"],
+        [[r.member, r.name, r.email, r.phone, r.status, r.tier, r.balance] for r in rows],
+    )
 
 
 @app.command("list")

@@ -26,6 +26,7 @@ from loyaltyctl.ledger.postings import (
 )
 from loyaltyctl.ledger.state import KnownTxn, MemberState, OpenLot
 from loyaltyctl.rules.earning import Totals
+from loyaltyctl.rules.search import email_key, phone_rev
 from loyaltyctl.store.models import metadata
 
 SQLITE_CACHE_KIB = 256 * 1024
@@ -361,6 +362,8 @@ MEMBER_INSERT = (
     "debt",
     "last_purchase_at",
     "updated_at",
+    "email_key",
+    "phone_rev",
 )
 
 
@@ -510,6 +513,7 @@ def write_postings(bulk: Bulk, postings: Postings, members: Iterable[MemberState
                     m.id, postings.program_id, m.code, m.name, m.email, m.phone,
                     bulk.day(m.birthday), "active", m.tier, bulk.day(m.tier_since),
                     bulk.ts(m.enrolled_at), m.balance, m.debt, last, now_s,
+                    email_key(m.email), phone_rev(m.phone),
                 )
             )  # fmt: skip
         elif m.changed:

@@ -22,7 +22,7 @@ from loyaltyctl.errors import Busy, InvalidInput, LoyaltyError
 
 # The newest migration this code knows; kept beside the migrations and checked by a test,
 # so a command can tell whether the schema is current without loading Alembic.
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0005"
 
 DEFAULT_BUSY_TIMEOUT = 30.0
 

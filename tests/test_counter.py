@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from freezegun import freeze_time
+
 from tests.conftest import Cli, write_program
 
 # 10 points per unit, no bonus; lots expire 12 months after earning (not month-end);
@@ -126,3 +128,50 @@ def test_find_by_code_email_phone_and_name(cli: Cli, tmp_path: Path) -> None:
         ("M-1", None, None)
     ]
     cli.check()
+
+
+# ---- txn transfer ------------------------------------------------------------------------
+
+
+def test_transfer_takes_available_points_oldest_expiring_first(cli: Cli, tmp_path: Path) -> None:
+    with freeze_time("2026-06-01T12:00:00Z"):
+        shop(cli, tmp_path)
+        enroll(cli, "A")
+        enroll(cli, "B")
+        buy(cli, "A", "P1", "10.00", "2026-01-10T10:00")  # 100, expires 2027-01-10
+        buy(cli, "A", "P2", "5.00", "2026-03-05T10:00")  # 50, expires 2027-03-05
+        buy(cli, "A", "P3", "20.00", "2026-05-31T10:00")  # 200, pending until 2026-06-03
+        a = show(cli, "A")
+        assert (a["balance"], a["available"], a["pending"]) == (350, 150, 200)
+        # Pending points cannot go: 150 available, not 200.
+        refused = cli("txn", "transfer", "A", "B", "--points", "200", "--ref", "T0", code=6)
+        assert "150 available points (200 more are pending)" in refused.stderr
+        out = cli.json("txn", "transfer", "A", "B", "--points", "120", "--ref", "T1",
+                       "--reason", "family")  # fmt: skip
+        assert (out["member"], out["to"], out["points"], out["balance"]) == ("A", "B", -120, 230)
+        assert (out["to_balance"], out["duplicate"], out["tier"]) == (120, False, "bronze")
+        # 100 from the lot of 2027-01-10, then 20 from the one of 2027-03-05; same dates on B.
+        b = show(cli, "B")
+        assert b["balance"] == 120 and b["available"] == 120
+        assert b["expiring"] == [
+            {"date": "2027-01-10", "points": 100},
+            {"date": "2027-03-05", "points": 20},
+        ]
+        assert b["qualifying"] == 0  # not qualifying activity
+        assert show(cli, "A")["expiring"][:2] == [
+            {"date": "2027-03-05", "points": 30},
+            {"date": "2027-05-31", "points": 200},
+        ]
+        again = cli.json("txn", "transfer", "A", "B", "--points", "120", "--ref", "T1",
+                         "--reason", "family")  # fmt: skip
+        assert again["duplicate"] is True and again["balance"] == 230
+        cli("txn", "transfer", "A", "B", "--points", "121", "--ref", "T1", code=5)
+        cli("txn", "transfer", "A", "A", "--points", "1", "--ref", "T2", code=6)
+        cli("txn", "transfer", "A", "NOBODY", "--points", "1", "--ref", "T2", code=3)
+        cli.check()
+    with freeze_time("2027-01-11T12:00:00Z"):
+        done = cli.json("expire", "--as-of", "2027-01-10")
+        assert (done["members"], done["points_expired"]) == (1, 100)  # B's moved lot only
+        assert show(cli, "B")["balance"] == 20
+        assert show(cli, "A")["balance"] == 230
+        cli.check()

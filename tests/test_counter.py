@@ -4,6 +4,9 @@ after every scenario."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -175,3 +178,147 @@ def test_transfer_takes_available_points_oldest_expiring_first(cli: Cli, tmp_pat
         assert show(cli, "B")["balance"] == 20
         assert show(cli, "A")["balance"] == 230
         cli.check()
+
+
+# ---- member merge --------------------------------------------------------------------------
+
+
+def test_merge_moves_lots_with_their_dates_then_expiry_takes_them_on_those_dates(
+    cli: Cli, tmp_path: Path
+) -> None:
+    with freeze_time("2026-06-01T12:00:00Z"):
+        shop(cli, tmp_path)
+        enroll(cli, "S")
+        enroll(cli, "T")
+        buy(cli, "S", "S1", "10.00", "2025-07-01T10:00")  # 100, expires 2026-07-01
+        buy(cli, "S", "S2", "20.00", "2025-12-15T10:00")  # 200, expires 2026-12-15
+        buy(cli, "T", "T1", "30.00", "2026-02-01T10:00")  # 300, expires 2027-02-01
+        out = cli.json("member", "merge", "S", "T", "--ref", "MG1")
+        assert out == {
+            "ref": "MG1", "source": "S", "target": "T", "points_moved": 300,
+            "balance": 600, "tier": "bronze", "duplicate": False,
+        }  # fmt: skip
+        t = show(cli, "T")
+        assert t["expiring"] == [
+            {"date": "2026-07-01", "points": 100},
+            {"date": "2026-12-15", "points": 200},
+            {"date": "2027-02-01", "points": 300},
+        ]
+        assert t["qualifying"] == 600  # S's activity counts in T's window where it happened
+        s = show(cli, "S")
+        assert (s["status"], s["balance"], s["expiring"]) == ("merged", 0, [])
+        # Statements of both show the move.
+        s_lines = cli.json("statement", "S", "--from", "2026-06-01", "--to", "2026-06-01",
+                           "--format", "json")["lines"]  # fmt: skip
+        assert [(line["ref"], line["points"]) for line in s_lines] == [("MG1", -300)]
+        t_lines = cli.json("statement", "T", "--from", "2026-06-01", "--to", "2026-06-01",
+                           "--format", "json")["lines"]  # fmt: skip
+        assert [(line["ref"], line["points"]) for line in t_lines] == [("merge-in:MG1", 300)]
+        # A retry reports the original result; the same ref for another merge conflicts.
+        again = cli.json("member", "merge", "S", "T", "--ref", "MG1")
+        assert again == {**out, "duplicate": True}
+        cli("member", "merge", "T", "S", "--ref", "MG1", code=5)
+        # A merged member can neither earn, redeem nor receive, nor be merged again.
+        cli("txn", "post", "S", "--ref", "X1", "--amount", "5.00", code=6)
+        cli("txn", "adjust", "S", "--ref", "X2", "--points", "10", "--reason", "x", code=6)
+        cli("reward", "redeem", "S", "mug", code=6)
+        cli("txn", "transfer", "T", "S", "--points", "10", "--ref", "X3", code=6)
+        cli("member", "merge", "S", "T", "--ref", "MG2", code=6)
+        cli("member", "merge", "T", "T", "--ref", "MG3", code=6)
+        cli.check()
+    with freeze_time("2026-07-02T12:00:00Z"):
+        done = cli.json("expire", "--as-of", "2026-07-01")
+        assert (done["members"], done["points_expired"]) == (1, 100)
+        assert show(cli, "T")["balance"] == 500
+        cli.check()
+    with freeze_time("2026-12-16T12:00:00Z"):
+        done = cli.json("expire", "--as-of", "2026-12-15")
+        assert (done["members"], done["points_expired"]) == (1, 200)
+        assert show(cli, "T")["balance"] == 300
+        assert show(cli, "S")["balance"] == 0
+        cli.check()
+
+
+def test_merge_of_a_gold_and_a_bronze_member_with_vouchers_and_debt(
+    cli: Cli, tmp_path: Path
+) -> None:
+    with freeze_time("2026-06-01T12:00:00Z"):
+        shop(cli, tmp_path)
+        enroll(cli, "G")
+        enroll(cli, "B")
+        buy(cli, "G", "G1", "300.00", "2026-01-10T10:00")  # 3000 at bronze x1: up to gold
+        assert show(cli, "G")["tier"] == "gold"
+        buy(cli, "B", "B1", "50.00", "2026-02-01T10:00")  # 500
+        mine = cli.json("reward", "redeem", "B", "mug")["voucher"]  # B: 300
+        moved = cli.json("reward", "redeem", "G", "mug")["voucher"]  # G: 2800
+        # Gold source into a bronze target: the target takes the higher tier.
+        out = cli.json("member", "merge", "G", "B", "--ref", "MG1")
+        assert (out["points_moved"], out["balance"], out["tier"]) == (2800, 3100, "gold")
+        b = show(cli, "B")
+        assert b["tier_history"][-1]["tier"] == "gold"
+        assert b["tier_history"][-1]["reason"] == "merge"
+        assert b["qualifying"] == 3500  # 3000 + 500
+        cli.check()
+        # G's live voucher is B's now: cancelling it gives the points back to B.
+        cancelled = cli.json("reward", "cancel", moved)
+        assert cancelled["member"] == "B" and cancelled["balance"] == 3300
+        cli.json("reward", "cancel", mine)
+        assert show(cli, "B")["balance"] == 3500
+        assert show(cli, "G")["balance"] == 0
+        cli.check()
+
+
+def test_merge_carries_the_source_debt(cli: Cli, tmp_path: Path) -> None:
+    with freeze_time("2026-06-01T12:00:00Z"):
+        shop(cli, tmp_path)
+        enroll(cli, "S")
+        enroll(cli, "T")
+        buy(cli, "S", "S1", "30.00", "2026-01-10T10:00")  # 300
+        cli.json("reward", "redeem", "S", "mug")  # S: 100
+        cli("txn", "return", "S", "--ref", "R1", "--original", "S1", "--amount", "30.00")
+        s = show(cli, "S")
+        assert (s["balance"], s["debt"]) == (-200, 200)
+        buy(cli, "T", "T1", "50.00", "2026-02-01T10:00")  # 500
+        out = cli.json("member", "merge", "S", "T", "--ref", "MG1")
+        assert (out["points_moved"], out["balance"]) == (-200, 300)
+        t = show(cli, "T")
+        assert (t["balance"], t["debt"]) == (300, 200)  # 500 in lots less the debt
+        s = show(cli, "S")
+        assert (s["balance"], s["debt"]) == (0, 0)
+        cli.check()
+        buy(cli, "T", "T2", "10.00", "2026-05-01T10:00")  # 100 pays debt first
+        t = show(cli, "T")
+        assert (t["balance"], t["debt"]) == (400, 100)
+        cli.check()
+
+
+def test_merge_racing_purchases_on_the_source_loses_nothing(
+    cli: Cli, db_url: str, tmp_path: Path
+) -> None:
+    shop(cli, tmp_path)
+    enroll(cli, "S")
+    enroll(cli, "T")
+    exe = Path(sys.executable).parent
+    env = {"LOYALTYCTL_DB": db_url, "PATH": f"{exe}:/usr/bin:/bin", "LOYALTYCTL_BUSY_TIMEOUT": "60"}
+    count = 6
+    posts = "\n".join(
+        f'loyaltyctl txn post S --ref P{i} --amount 10.00 >/dev/null 2>&1; echo "rc $?"'
+        for i in range(count)
+    )
+    poster = subprocess.Popen(["bash", "-c", posts], env=env, stdout=subprocess.PIPE, text=True)
+    merger = subprocess.Popen(
+        ["bash", "-c", "sleep 1.5; loyaltyctl member merge S T --ref MG1 --json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    posted, _ = poster.communicate(timeout=300)
+    merged, err = merger.communicate(timeout=300)
+    assert merger.returncode == 0, err
+    codes = [int(line.split()[1]) for line in posted.splitlines()]
+    assert set(codes) <= {0, 6}, codes  # each purchase landed before the merge, or was refused
+    landed = codes.count(0)
+    # Every purchase that landed is on T (100 points each, pending ones too); none on S.
+    assert json.loads(merged)["points_moved"] == 100 * landed
+    assert show(cli, "S")["balance"] == 0
+    assert show(cli, "T")["balance"] == 100 * landed
+    assert codes == sorted(codes)  # once refused, always refused
+    cli.check()

@@ -179,6 +179,36 @@ def find(
     )
 
 
+@app.command("merge")
+@command
+def merge(
+    source: Annotated[str, typer.Argument(metavar="SOURCE", help="The membership to fold in.")],
+    target: Annotated[str, typer.Argument(metavar="TARGET", help="The membership that stays.")],
+    ref: Annotated[
+        str, typer.Option("--ref", help="Your unique reference for the merge; retries are safe.")
+    ],
+    program: ProgramOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Move everything of SOURCE (points with their dates, debt, activity, vouchers) to TARGET."""
+    from loyaltyctl.errors import InvalidInput
+    from loyaltyctl.services.merges import merge_members
+
+    if not ref.strip():
+        raise InvalidInput("--ref must not be empty", hint="give your reference, e.g. MRG-1")
+    with open_session() as session:
+        ctx = program_context(session, program)
+        result = merge_members(session, ctx, source, target, ref=ref.strip(), now=now())
+    if json_out:
+        emit_json(result)
+        return
+    note = " (identical retry: nothing changed)" if result.duplicate else ""
+    say(
+        f"merged {result.source} into {result.target}: {result.points_moved} points moved, "
+        f"balance {result.balance}, tier {result.tier}{note}"
+    )
+
+
 @app.command("list")
 @command
 def list_(

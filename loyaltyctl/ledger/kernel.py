@@ -155,6 +155,15 @@ class Kernel:
                 else None,
             )
 
+    @staticmethod
+    def refuse_merged(m: MemberState) -> None:
+        """Everything of a merged member moved to another: nothing more lands on it."""
+        if m.status == "merged":
+            raise NotAllowed(
+                f"member {m.code} was merged into another member: it takes nothing more",
+                hint=f"its last transaction names the member: loyaltyctl txn list {m.code}",
+            )
+
     # ---- tiers -------------------------------------------------------------------------
 
     def tier_on(self, m: MemberState, day: date) -> str:
@@ -279,6 +288,7 @@ class Kernel:
         m = self.member(row.member)
         if self.duplicate(row):
             return False
+        self.refuse_merged(m)
         amount = row.amount
         if amount <= 0:
             raise InvalidInput(f"return amount {amount} must be greater than zero")
@@ -350,6 +360,7 @@ class Kernel:
         m = self.member(row.member)
         if self.duplicate(row):
             return False
+        self.refuse_merged(m)
         self.after_enrolment(row, m, "an adjustment")
         rules = row.rules
         points = row.points

@@ -35,7 +35,6 @@ class Transferred:
     points: int
     balance: int
     target_balance: int
-    settled: int
 
 
 def refuse_same(source: MemberState, target: MemberState, what: str) -> None:
@@ -78,9 +77,8 @@ def transfer(
     out_id = postings.next_txn_id()
     in_id = postings.next_txn_id()
     postings.debit(source, out_id, rules.id, kind="transfer", plan=plan, short=0, at_s=at_s)
-    settled = 0
     for lot, take in plan:
-        settled += postings.move_in(
+        postings.move_in(
             target, in_id, rules.id, "transfer", lot, take, at_s, available_s=at_s, settle=True
         )
     why = f": {request.reason}" if request.reason else ""
@@ -104,4 +102,4 @@ def transfer(
         when,
         when,
     )  # fmt: skip
-    return Transferred(out_id, in_id, -points, source.balance, target.balance, settled)
+    return Transferred(out_id, in_id, -points, source.balance, target.balance)

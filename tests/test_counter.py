@@ -322,3 +322,78 @@ def test_merge_racing_purchases_on_the_source_loses_nothing(
     assert show(cli, "T")["balance"] == 100 * landed
     assert codes == sorted(codes)  # once refused, always refused
     cli.check()
+
+
+# ---- audit ---------------------------------------------------------------------------------
+
+
+def test_every_write_command_is_in_the_audit_with_its_actor(
+    cli: Cli, tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("LOYALTYCTL_ACTOR", "till-7")
+    members_csv = tmp_path / "members.csv"
+    members_csv.write_text(
+        "member,name,enrolled_at\nI1,Imported One,2026-01-01\n", encoding="utf-8"
+    )
+    txns_csv = tmp_path / "txns.csv"
+    txns_csv.write_text("member,ref,amount,at\nI1,IP1,4.00,2026-05-02T10:00\n", encoding="utf-8")
+
+    def audited(command: str) -> list[dict[str, Any]]:
+        rows = [r for r in cli.json("audit", "list") if r["command"] == command]
+        assert rows, f"{command} is not in the audit"
+        return rows
+
+    with freeze_time("2026-06-01T12:00:00Z"):
+        steps: list[tuple[str, list[str]]] = [
+            ("program load", ["program", "load", str(write_program(tmp_path, PROGRAM))]),
+            ("member enroll", ["member", "enroll", "A", "--at", "2026-01-01T10:00"]),
+            ("member enroll", ["member", "enroll", "B", "--at", "2026-01-01T10:00"]),
+            ("member update", ["member", "update", "A", "--email", "a@example.com"]),
+            ("member import", ["member", "import", str(members_csv)]),
+            ("txn post", ["txn", "post", "A", "--ref", "P1", "--amount", "50.00",
+                          "--at", "2026-05-01T10:00"]),
+            ("txn import", ["txn", "import", str(txns_csv)]),
+            ("txn return", ["txn", "return", "A", "--ref", "R1", "--original", "P1",
+                            "--amount", "10.00"]),
+            ("txn adjust", ["txn", "adjust", "A", "--ref", "J1", "--points", "5",
+                            "--reason", "goodwill"]),
+            ("txn transfer", ["txn", "transfer", "A", "B", "--points", "400", "--ref", "T1"]),
+            ("member suspend", ["member", "suspend", "B", "--reason", "called about Mrs X"]),
+            ("member reactivate", ["member", "reactivate", "B"]),
+            ("expire", ["expire", "--as-of", "2026-05-31"]),
+            ("tiers review", ["tiers", "review", "--as-of", "2026-05-31"]),
+            ("nightly", ["nightly", "--as-of", "2026-06-01"]),
+            ("member merge", ["member", "merge", "I1", "A", "--ref", "MG1"]),
+            ("member close", ["member", "close", "A"]),
+        ]  # fmt: skip
+        for name, args in steps:
+            cli(*args)
+            assert all(r["actor"] == "till-7" for r in audited(name))
+        voucher = cli.json("--actor", "alice", "reward", "redeem", "B", "mug")["voucher"]
+        assert audited("reward redeem")[0]["actor"] == "alice"
+        assert audited("reward redeem")[0]["member"] == "B"
+        cli("reward", "use", voucher)
+        audited("reward use")
+        voucher = cli.json("reward", "redeem", "B", "mug")["voucher"]
+        cli("reward", "cancel", voucher)
+        audited("reward cancel")
+        post = audited("txn post")[0]
+        assert (post["member"], post["ref"], post["summary"]) == ("A", "P1", "purchase +500 points")
+        # Both sides of a merge and of a transfer.
+        assert {r["member"] for r in audited("member merge")} == {"I1", "A"}
+        assert {r["ref"] for r in audited("txn transfer")} == {"T1", "transfer-in:T1"}
+        # An identical retry changes nothing, and so records nothing.
+        before = len(cli.json("audit", "list"))
+        cli("txn", "post", "A", "--ref", "P1", "--amount", "50.00", "--at", "2026-05-01T10:00")
+        cli("member", "enroll", "B", "--at", "2026-01-01T10:00")
+        assert len(cli.json("audit", "list")) == before
+        # A member's own lines; erasure takes what was typed about it out of the audit.
+        mine = cli.json("audit", "list", "--member", "B")
+        assert any("Mrs X" in r["summary"] for r in mine)
+        cli("member", "erase", "B")
+        mine = cli.json("audit", "list", "--member", "B")
+        assert not any("Mrs X" in r["summary"] for r in mine)
+        assert mine[-1]["command"] == "member erase"
+        assert cli.json("audit", "list", "--since", "2026-06-02T00:00") == []
+        assert len(cli.json("audit", "list", "--since", "2026-06-01T00:00")) == before + 1
+        cli.check()

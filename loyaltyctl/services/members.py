@@ -19,6 +19,7 @@ from loyaltyctl.services.context import ProgramContext
 from loyaltyctl.services.ledger import find_member, pending_points
 from loyaltyctl.services.posting import EnrollResult, enroll_request
 from loyaltyctl.services.tiering import tier_history, window_activity
+from loyaltyctl.store.audit import scrub_member
 from loyaltyctl.store.models import Member, PointsEntry, PointsLot, Txn
 
 PERSONAL_FIELDS = ("name", "email", "phone", "birthday")
@@ -276,4 +277,6 @@ def erase_member(
         member.erased_at = now
     member.updated_at = now
     session.add(member)
+    assert member.id is not None
+    scrub_member(session, member.id)
     return StatusResult(member.code, "erased", changed)

@@ -27,6 +27,7 @@ from loyaltyctl.ledger.postings import (
 from loyaltyctl.ledger.state import KnownTxn, MemberState, OpenLot
 from loyaltyctl.rules.earning import Totals
 from loyaltyctl.rules.search import email_key, phone_rev
+from loyaltyctl.store.audit import note_postings
 from loyaltyctl.store.models import metadata
 
 SQLITE_CACHE_KIB = 256 * 1024
@@ -518,6 +519,7 @@ def write_postings(bulk: Bulk, postings: Postings, members: Iterable[MemberState
             )  # fmt: skip
         elif m.changed:
             member_updates.append((m.balance, m.debt, m.tier, bulk.day(m.tier_since), last, m.id))
+    note_postings(bulk.session, postings.program_id, postings.txns, new_members)
     bulk.insert("member", MEMBER_INSERT, new_members)
     bulk.insert("txn", TXN_INSERT, postings.txns)
     bulk.insert("tier_change", TIER_CHANGE_COLUMNS, postings.tier_changes)

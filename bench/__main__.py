@@ -3,7 +3,7 @@ and recorded in docs/performance.md.
 
     .venv/bin/python -m bench [--quick] [--purchases N] [--members N] [--pg-purchases N]
                               [--runs N] [--no-record]
-                              [--only import|expire|statements|economics]
+                              [--only import|expire|statements|economics|find]
 
 Each figure is measured next to a floor taken in the same run on the same machine (raw
 sqlite3 or psycopg storing the same rows; the bare import of SQLModel for a single
@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, help="repeats of each start-up timing")
     parser.add_argument("--expire-lots", type=int, help="lots for bench_expire.py")
     parser.add_argument("--statement-members", type=int, help="members for bench_statements.py")
-    parser.add_argument("--only", choices=("import", "expire", "statements", "economics"))
+    parser.add_argument("--find-members", type=int, help="members for bench_find.py")
+    parser.add_argument("--only", choices=("import", "expire", "statements", "economics", "find"))
     parser.add_argument("--no-record", action="store_true", help="do not write the docs page")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = args.runs or (3 if quick else 7)
     expire_lots = args.expire_lots or (20_000 if quick else 200_000)
     statement_members = args.statement_members or (2_000 if quick else 20_000)
+    find_members = args.find_members or (10_000 if quick else 100_000)
     os.environ.setdefault("NO_COLOR", "1")
 
     started = datetime.now(UTC)
@@ -140,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
         others.append(("bench_statements", ["--members", str(statement_members)]))
     if args.only in (None, "economics"):
         others.append(("bench_economics", ["--members", str(statement_members)]))
+    if args.only in (None, "find"):
+        others.append(("bench_find", ["--members", str(find_members)]))
     for module, module_argv in others:
         print(f"\n{module} {' '.join(module_argv)}", flush=True)
         output = other_bench(module, module_argv)

@@ -38,6 +38,15 @@ def root(
         ),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of bugs.")] = False,
+    actor: Annotated[
+        str | None,
+        typer.Option(
+            "--actor",
+            envvar="LOYALTYCTL_ACTOR",
+            help="Who runs the command, for the audit (default: the OS user).",
+            show_envvar=True,
+        ),
+    ] = None,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
@@ -46,6 +55,7 @@ def root(
     """Run a customer loyalty program: points, tiers and rewards on an exact ledger."""
     STATE.db = db_url
     STATE.debug = debug
+    STATE.actor = actor
     STATE.display_tz = None
 
 
@@ -140,6 +150,12 @@ def _statements(app: typer.Typer) -> None:
         _economics_added = True
 
 
+def _audit(app: typer.Typer) -> None:
+    from loyaltyctl.cli import audit
+
+    app.add_typer(audit.app, name="audit")
+
+
 # In the order of the help's command list; each with the top-level names it adds.
 _REGISTER: list[tuple[tuple[str, ...], Callable[[typer.Typer], None]]] = [
     (("db",), _db),
@@ -150,6 +166,7 @@ _REGISTER: list[tuple[tuple[str, ...], Callable[[typer.Typer], None]]] = [
     (("expire", "tiers", "nightly"), _jobs),
     (("statement", "report", "export"), _statements),
     (("events",), _events),
+    (("audit",), _audit),
 ]
 NAMES = frozenset(name for names, _ in _REGISTER for name in names)
 
@@ -161,9 +178,9 @@ def named_command(args: Sequence[str]) -> str | None:
     i = 0
     while i < len(args):
         arg = args[i]
-        if arg == "--db":
+        if arg in ("--db", "--actor"):
             i += 2
-        elif arg.startswith("--db=") or arg == "--debug":
+        elif arg.startswith(("--db=", "--actor=")) or arg == "--debug":
             i += 1
         else:
             return arg if arg in NAMES else None

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 class State:
     db: str | None = None
     debug: bool = False
+    # Who runs the command (--actor, LOYALTYCTL_ACTOR, else the OS user): the audit's.
+    actor: str | None = None
     # The program's zone once a command has loaded one: people read local times.
     display_tz: tzinfo | None = None
 
@@ -69,10 +71,14 @@ def command(func: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        from loyaltyctl.store.audit import acting, install
+
+        install()
         try:
             # Commands are idempotent and each is one whole transaction: one that lost a
             # race on a unique key runs again and reports the winner's result.
-            return retry_lost_race(func, *args, **kwargs)
+            with acting(STATE.actor, _command_name(func)):
+                return retry_lost_race(func, *args, **kwargs)
         except (typer.Exit, typer.Abort, BrokenPipeError):
             # A reader that went away (`… | head`) is not a bug: Click ends quietly.
             raise
@@ -95,6 +101,16 @@ def command(func: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _command_name(func: Callable[..., Any]) -> str:
+    """``member merge``: the command's path without the program's name."""
+    from typer.main import get_current_context
+
+    try:
+        return " ".join(get_current_context().command_path.split()[1:]) or func.__name__
+    except RuntimeError:  # called from Python, outside a command line
+        return func.__name__
 
 
 def _translate_database_error(exc: Exception) -> LoyaltyError | None:

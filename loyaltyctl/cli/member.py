@@ -1,4 +1,4 @@
-"""``member enroll|show|list|update|suspend|reactivate|close|erase``."""
+"""``member enroll|show|find|list|update|suspend|reactivate|close|erase|merge``."""
 
 from __future__ import annotations
 
@@ -153,6 +153,60 @@ def show(member: MemberArg, program: ProgramOpt = None, json_out: JsonOpt = Fals
         emit_json(_member_json(view))
     else:
         _print_member(view)
+
+
+@app.command("find")
+@command
+def find(
+    text: Annotated[
+        str, typer.Argument(help="A member id, an e-mail, a phone number or part of a name.")
+    ],
+    program: ProgramOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Find members by id, e-mail (any case), phone (any punctuation) or part of the name."""
+    from loyaltyctl.services.member_find import find_members
+
+    with open_session(write=False) as session:
+        ctx = program_context(session, program)
+        rows = find_members(session, ctx, text)
+    if json_out:
+        emit_json(rows)
+        return
+    print_table(
+        ["member", "name", "email", "phone", "status", "tier", "balance"],
+        [[r.member, r.name, r.email, r.phone, r.status, r.tier, r.balance] for r in rows],
+    )
+
+
+@app.command("merge")
+@command
+def merge(
+    source: Annotated[str, typer.Argument(metavar="SOURCE", help="The membership to fold in.")],
+    target: Annotated[str, typer.Argument(metavar="TARGET", help="The membership that stays.")],
+    ref: Annotated[
+        str, typer.Option("--ref", help="Your unique reference for the merge; retries are safe.")
+    ],
+    program: ProgramOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Move everything of SOURCE (points with their dates, debt, activity, vouchers) to TARGET."""
+    from loyaltyctl.errors import InvalidInput
+    from loyaltyctl.services.merges import merge_members
+
+    if not ref.strip():
+        raise InvalidInput("--ref must not be empty", hint="give your reference, e.g. MRG-1")
+    with open_session() as session:
+        ctx = program_context(session, program)
+        result = merge_members(session, ctx, source, target, ref=ref.strip(), now=now())
+    if json_out:
+        emit_json(result)
+        return
+    note = " (identical retry: nothing changed)" if result.duplicate else ""
+    say(
+        f"merged {result.source} into {result.target}: {result.points_moved} points moved, "
+        f"balance {result.balance}, tier {result.tier}{note}"
+    )
 
 
 @app.command("list")

@@ -20,7 +20,9 @@ from loyaltyctl.cli.common import (
 )
 from loyaltyctl.errors import InvalidInput
 
-app = typer.Typer(help="Transactions: purchases, returns, adjustments.", no_args_is_help=True)
+app = typer.Typer(
+    help="Transactions: purchases, returns, adjustments, transfers.", no_args_is_help=True
+)
 
 MemberArg = Annotated[str, typer.Argument(help="The member's id.")]
 RefOpt = Annotated[
@@ -182,6 +184,48 @@ def adjust(
             now=now(),
         )
     _render(result, json_out)
+
+
+@app.command("transfer")
+@command
+def transfer(
+    source: Annotated[str, typer.Argument(metavar="FROM", help="The member giving points.")],
+    target: Annotated[str, typer.Argument(metavar="TO", help="The member receiving them.")],
+    points: Annotated[int, typer.Option("--points", help="Points to move, e.g. 500.")],
+    ref: RefOpt,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (kept with both).")] = None,
+    program: ProgramOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Move available points to another member; they keep their expiry dates."""
+    from loyaltyctl.services.transfers import transfer as transfer_points
+
+    with open_session() as session:
+        ctx = program_context(session, program)
+        result = transfer_points(
+            session, ctx, source, target, points=points, ref=_ref(ref), reason=reason, now=now()
+        )
+    if json_out:
+        emit_json(
+            {
+                "ref": result.ref,
+                "member": result.member,
+                "to": result.to,
+                "points": result.points,
+                "balance": result.balance,
+                "tier": result.tier,
+                "duplicate": result.duplicate,
+                "kind": result.kind,
+                "at": result.at,
+                "to_balance": result.to_balance,
+            }
+        )
+        return
+    note = " (identical retry: nothing changed)" if result.duplicate else ""
+    say(
+        f"transfer {result.ref}: {-result.points} points from {result.member} to {result.to}, "
+        f"balances {result.balance} and {result.to_balance}{note}"
+    )
 
 
 @app.command("list")

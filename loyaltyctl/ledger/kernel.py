@@ -146,6 +146,15 @@ class Kernel:
                 hint=f"check {row.names.at}, or enroll the member with an earlier date",
             )
 
+    @staticmethod
+    def refuse_merged(m: MemberState) -> None:
+        """Everything of a merged member moved to another: nothing more lands on it."""
+        if m.status == "merged":
+            raise NotAllowed(
+                f"member {m.code} was merged into another member: it takes nothing more",
+                hint=f"its last transaction names the member: loyaltyctl txn list {m.code}",
+            )
+
     # ---- tiers -------------------------------------------------------------------------
 
     def tier_on(self, m: MemberState, day: date) -> str:
@@ -270,6 +279,7 @@ class Kernel:
         m = self.member(row.member)
         if self.duplicate(row):
             return False
+        self.refuse_merged(m)
         amount = row.amount
         if amount <= 0:
             raise InvalidInput(f"return amount {amount} must be greater than zero")
@@ -341,6 +351,7 @@ class Kernel:
         m = self.member(row.member)
         if self.duplicate(row):
             return False
+        self.refuse_merged(m)
         self.after_enrolment(row, m, "an adjustment")
         rules = row.rules
         points = row.points

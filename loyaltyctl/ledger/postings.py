@@ -200,6 +200,40 @@ class Postings:
             m.lots.append(lot)
             self.open_lots.append(lot)
 
+    def move_in(
+        self,
+        m: MemberState,
+        txn_id: int,
+        version_id: int,
+        kind: str,
+        lot: OpenLot,
+        points: int,
+        at_s: Any,
+        *,
+        available_s: Any,
+        settle: bool,
+    ) -> OpenLot | None:
+        """Points taken from another member's ``lot`` (a transfer, a merge) into a new lot
+        of ``m`` with the same expiry date and earning time, so they expire when they
+        would have and debits take them in the same order. With ``settle`` a debt of
+        ``m`` is paid first, as by any new points. Returns the new lot, if any."""
+        if settle:
+            settled, points = split_credit(m.debt, points)
+            if settled:
+                self.entry(m, txn_id, None, kind, settled, at_s, version_id)
+        if not points:
+            return None
+        expires_s, earned_s = lot.stored_dates()
+        lot_id = next(self.lot_ids)
+        row = [lot_id, m.id, txn_id, kind, earned_s, available_s, expires_s, points, points]
+        self.lots.append(row)
+        self.entry(m, txn_id, lot_id, kind, points, at_s, version_id)
+        new = OpenLot(lot_id, txn_id, expires_s, earned_s, points, row)
+        if m.lots is not None:
+            m.lots.append(new)
+            self.open_lots.append(new)
+        return new
+
     def debit(
         self,
         m: MemberState,

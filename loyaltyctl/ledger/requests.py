@@ -385,3 +385,59 @@ def txn_row(request: Purchase | Return | Adjust, rules_at: Any, tz_of: Any) -> T
         row.points = request.points
         row.reason = request.reason
     return row
+
+
+@dataclass(frozen=True, kw_only=True)
+class Transfer:
+    """Available points from one member to another (``txn transfer``)."""
+
+    source: str
+    target: str
+    points: int
+    ref: str
+    reason: str | None = None
+    now: InitVar[datetime]
+    when: datetime = field(init=False)
+
+    def __post_init__(self, now: datetime) -> None:
+        _set(self, "source", check_member(self.source, "FROM"))
+        _set(self, "target", check_member(self.target, "TO"))
+        _set(self, "points", check_points(self.points, "--points"))
+        if self.points <= 0:
+            raise InvalidInput(
+                f"--points {self.points} must be greater than zero",
+                hint="give the points to move, e.g. --points 500",
+            )
+        _set(self, "ref", check_ref(self.ref, "--ref"))
+        if self.reason is not None:
+            _set(self, "reason", check_text(self.reason, "--reason") or None)
+        _set(self, "when", now)
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "kind": "transfer",
+            "from": self.source,
+            "to": self.target,
+            "points": self.points,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Merge:
+    """One membership folded into another (``member merge``)."""
+
+    source: str
+    target: str
+    ref: str
+    now: InitVar[datetime]
+    when: datetime = field(init=False)
+
+    def __post_init__(self, now: datetime) -> None:
+        _set(self, "source", check_member(self.source, "SOURCE"))
+        _set(self, "target", check_member(self.target, "TARGET"))
+        _set(self, "ref", check_ref(self.ref, "--ref"))
+        _set(self, "when", now)
+
+    def payload(self) -> dict[str, Any]:
+        return {"kind": "merge", "from": self.source, "to": self.target}

@@ -80,6 +80,11 @@ class OpenLot:
         self.initial = remaining
         self.row = row
 
+    def stored_dates(self) -> tuple[Any, Any]:
+        """(expires_on, earned_at) as stored, read back from ``key``."""
+        expires = None if self.key[0] else self.key[1]
+        return expires, self.key[2]
+
 
 # OpenLot.key, read in C when a member's lots are sorted.
 LOT_KEY = operator.attrgetter("key")

@@ -12,6 +12,7 @@ from sqlmodel import Session, col, select
 from loyaltyctl.errors import InvalidInput, NotAllowed
 from loyaltyctl.ledger.requests import Enroll
 from loyaltyctl.rules.expiry import inactivity_due
+from loyaltyctl.rules.search import email_key, phone_rev
 from loyaltyctl.rules.tiers import hold_ends
 from loyaltyctl.rules.timeutil import local_date
 from loyaltyctl.services import events
@@ -19,10 +20,11 @@ from loyaltyctl.services.context import ProgramContext
 from loyaltyctl.services.ledger import find_member, pending_points
 from loyaltyctl.services.posting import EnrollResult, enroll_request
 from loyaltyctl.services.tiering import tier_history, window_activity
+from loyaltyctl.store.audit import scrub_member
 from loyaltyctl.store.models import Member, PointsEntry, PointsLot, Txn
 
 PERSONAL_FIELDS = ("name", "email", "phone", "birthday")
-STATUSES = ("active", "suspended", "closed")
+STATUSES = ("active", "suspended", "closed", "merged")
 
 
 def enroll(
@@ -257,6 +259,8 @@ def update_member(
     for key, value in changes.items():
         if key in PERSONAL_FIELDS and value is not None:
             setattr(member, key, value)
+    member.email_key = email_key(member.email)
+    member.phone_rev = phone_rev(member.phone)
     member.updated_at = now
     session.add(member)
     session.flush()
@@ -271,10 +275,13 @@ def erase_member(
     changed = member.erased_at is None or any(getattr(member, k) for k in PERSONAL_FIELDS)
     for key in PERSONAL_FIELDS:
         setattr(member, key, None)
+    member.email_key = member.phone_rev = None
     if member.erased_at is None:
         member.erased_at = now
     member.updated_at = now
     session.add(member)
     if changed:
         events.erased(session, ctx.id, member.code, now)
+    assert member.id is not None
+    scrub_member(session, member.id)
     return StatusResult(member.code, "erased", changed)

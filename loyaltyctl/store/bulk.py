@@ -27,6 +27,8 @@ from loyaltyctl.ledger.postings import (
 )
 from loyaltyctl.ledger.state import KnownTxn, MemberState, OpenLot
 from loyaltyctl.rules.earning import Totals
+from loyaltyctl.rules.search import email_key, phone_rev
+from loyaltyctl.store.audit import note_postings
 from loyaltyctl.store.eventlog import write_events
 from loyaltyctl.store.models import metadata
 
@@ -367,6 +369,8 @@ MEMBER_INSERT = (
     "debt",
     "last_purchase_at",
     "updated_at",
+    "email_key",
+    "phone_rev",
 )
 
 
@@ -516,10 +520,12 @@ def write_postings(bulk: Bulk, postings: Postings, members: Iterable[MemberState
                     m.id, postings.program_id, m.code, m.name, m.email, m.phone,
                     bulk.day(m.birthday), "active", m.tier, bulk.day(m.tier_since),
                     bulk.ts(m.enrolled_at), m.balance, m.debt, last, now_s,
+                    email_key(m.email), phone_rev(m.phone),
                 )
             )  # fmt: skip
         elif m.changed:
             member_updates.append((m.balance, m.debt, m.tier, bulk.day(m.tier_since), last, m.id))
+    note_postings(bulk.session, postings.program_id, postings.txns, new_members)
     bulk.insert("member", MEMBER_INSERT, new_members)
     bulk.insert("txn", TXN_INSERT, postings.txns)
     bulk.insert("tier_change", TIER_CHANGE_COLUMNS, postings.tier_changes)

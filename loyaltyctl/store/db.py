@@ -22,7 +22,7 @@ from loyaltyctl.errors import Busy, InvalidInput, LoyaltyError
 
 # The newest migration this code knows; kept beside the migrations and checked by a test,
 # so a command can tell whether the schema is current without loading Alembic.
-SCHEMA_HEAD = "0004"
+SCHEMA_HEAD = "0005"
 
 DEFAULT_BUSY_TIMEOUT = 30.0
 
@@ -119,6 +119,9 @@ def session_scope(
     engine: Engine, *, write: bool = True, dry_run: bool = False
 ) -> Iterator[Session]:
     """One command, one transaction: commit on success, roll back on error or dry run."""
+    from loyaltyctl.store.audit import install
+
+    install()  # the audit rows of what the transaction changed, written at commit
     bind = engine.execution_options(sqlite_begin="IMMEDIATE") if write else engine
     session = Session(bind=bind, expire_on_commit=False)
     try:

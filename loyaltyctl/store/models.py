@@ -60,6 +60,8 @@ class Member(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("program_id", "code"),
         CheckConstraint("debt >= 0", name="debt_not_negative"),
+        Index("ix_member_email_key", "program_id", "email_key"),
+        Index("ix_member_phone_rev", "program_id", "phone_rev"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -82,6 +84,11 @@ class Member(SQLModel, table=True):
     debt: int = 0
     last_purchase_at: datetime | None = None
     updated_at: datetime
+    # Search keys of ``member find`` (rules.search), kept with the personal data they come
+    # from and removed with it: the e-mail lower-cased, the phone's digits reversed (so a
+    # number typed with or without its country code is a range scan of one index).
+    email_key: str | None = None
+    phone_rev: str | None = Field(default=None, max_length=32)
 
 
 class TierChangeRow(SQLModel, table=True):
@@ -276,3 +283,24 @@ class EventCursor(SQLModel, table=True):
     program_id: int = Field(primary_key=True, foreign_key="program.id")
     last_id: int = 0
     updated_at: datetime
+
+
+class AuditRow(SQLModel, table=True):
+    """Who changed what: one row per member (or per command, when it touched many) of
+    every write that changed something, written in the same transaction
+    (``store.audit``). ``summary`` never holds personal data."""
+
+    __tablename__ = "audit"
+    __table_args__ = (
+        Index("ix_audit_member", "member_id", "at"),
+        Index("ix_audit_at", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime
+    actor: str = Field(max_length=128)
+    command: str = Field(max_length=64)
+    program_id: int | None = Field(default=None, foreign_key="program.id")
+    member_id: int | None = Field(default=None, foreign_key="member.id")
+    ref: str | None = Field(default=None, max_length=200)
+    summary: str = Field(sa_column=Column(Text, nullable=False))

@@ -33,7 +33,9 @@ it is stale. The contract (names, exit codes, JSON fields) is also summarised he
 - `--db URL` or `LOYALTYCTL_DB`: a plain path is a SQLite file; `postgresql+psycopg://…`
   (or `postgresql://…`) is PostgreSQL. Without either: `$XDG_DATA_HOME/loyaltyctl/loyaltyctl.db`
   (`~/.local/share/loyaltyctl/loyaltyctl.db`). Every command brings the schema up to date
-  on first use.
+  on first use. Commands that only read never create a database (a path with none is
+  exit 10, `not found: no database at PATH`) and work on a read-only file; commands that
+  write say at once that it is read-only.
 - `--program KEY` may be left out whenever exactly one program is loaded.
 - `--json`: stdout holds exactly one JSON document; messages go to stderr.
 - Times: ISO 8601; a date or time without an offset is in the program's time zone.
@@ -58,6 +60,7 @@ it is stale. The contract (names, exit codes, JSON fields) is also summarised he
 | 6 | not allowed (insufficient points, tier, stock, limit, member suspended or closed) |
 | 7 | busy (another run holds the job lock; the database stayed locked past the timeout) |
 | 8 | `db check` found an inconsistency |
+| 10 | the database or an output file is unusable: not found, a directory, not SQLite, corrupt, unreachable, a misspelled URL or database name, read-only for a write, disk full (the message names it and says what to do) |
 
 Errors are one line `error: …` on stderr, usually followed by `hint: …` with the fix.
 

@@ -165,7 +165,10 @@ def to_jsonable(value: Any) -> Any:
 
 
 def emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(to_jsonable(data), ensure_ascii=False, indent=2) + "\n")
+    """Pretty for a person at a terminal; one line otherwise, so that a cron job's
+    ``>> log.jsonl`` is JSON Lines."""
+    indent = 2 if is_terminal() else None
+    sys.stdout.write(json.dumps(to_jsonable(data), ensure_ascii=False, indent=indent) + "\n")
     sys.stdout.flush()
 
 

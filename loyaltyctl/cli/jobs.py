@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TextIO
+from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -255,13 +255,10 @@ def notices(
         if out is None:
             _write_notices(sys.stdout, rows, kind)
             return
-        try:
-            with out.open("w", encoding="utf-8", newline="") as handle:
-                count = _write_notices(handle, rows, kind)
-        except OSError as exc:
-            raise InvalidInput(
-                f"cannot write {out}: {exc.strerror}", hint="check the path and its folder"
-            ) from exc
+        from loyaltyctl.services.files import atomic_file
+
+        with atomic_file(out) as handle:
+            count = _write_notices(handle, rows, kind)
     err(f"wrote {count} notice{'s' if count != 1 else ''} to {out}")
 
 
@@ -275,7 +272,7 @@ def _notice_format(fmt: str | None, out: Path | None) -> str:
     return fmt
 
 
-def _write_notices(handle: TextIO, rows: Iterator[Any], kind: str) -> int:
+def _write_notices(handle: IO[str], rows: Iterator[Any], kind: str) -> int:
     count = 0
     if kind == "csv":
         writer = csv.DictWriter(handle, fieldnames=NOTICE_FIELDS)

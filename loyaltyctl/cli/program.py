@@ -178,7 +178,7 @@ def export(
     if out is None:
         print(text, end="")
         return
-    out.write_text(text, encoding="utf-8")
+    _write(out, text)
     err(f"wrote {out}")
 
 
@@ -199,5 +199,12 @@ def new(
         return
     if out.exists() and not force:
         raise InvalidInput(f"{out} already exists", hint="pass --force to overwrite it")
-    out.write_text(text, encoding="utf-8")
+    _write(out, text)
     err(f"wrote {out}: edit it, then run: loyaltyctl program validate {out}")
+
+
+def _write(out: Path, text: str) -> None:
+    from loyaltyctl.services.files import atomic_file
+
+    with atomic_file(out, newline=None) as handle:
+        handle.write(text)

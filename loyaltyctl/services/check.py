@@ -122,7 +122,7 @@ def check_database(session: Session, *, limit: int = 100) -> CheckResult:
             from loyaltyctl.store.db import describe
 
             raise Unusable(
-                f"database {describe(str(bind.url))} is corrupt: {'; '.join(found)}",
+                f"database {describe(str(bind.engine.url))} is corrupt: {'; '.join(found)}",
                 hint="restore it from a backup; `sqlite3 FILE .recover` may save what is left",
             )
     for template, sql in _CHECKS:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loyaltyctl.errors import Conflict, InvalidInput, LoyaltyError, NotAllowed, NotFound
+from loyaltyctl.services.files import OutputFile, write_error
 
 if TYPE_CHECKING:
     from loyaltyctl.services.imports.reading import ImportFile, SourceRow
@@ -46,12 +47,11 @@ class RejectsFile:
     def __init__(self, path: Path, source: ImportFile) -> None:
         self.path = path
         self.format = source.format
-        try:
-            self._fh = path.open(
-                "w", encoding="utf-8", newline="" if self.format == "csv" else None
-            )
-        except OSError as exc:
-            raise InvalidInput(f"cannot write the rejects file {path}: {exc.strerror}") from exc
+        # Written beside its name and renamed into place when the import ends.
+        self._file = OutputFile(
+            path, what="--rejects", newline="" if self.format == "csv" else None
+        )
+        self._fh = self._file.open()
         self._csv: Any = None
         if self.format == "csv":
             self._csv = csv.writer(self._fh)
@@ -77,10 +77,16 @@ class RejectsFile:
             else:
                 out = {"line": row.line, "reason": item.reason, "raw": row.original}
             self._fh.write(json.dumps(out, ensure_ascii=False) + "\n")
-        self._fh.flush()
+        try:
+            self._fh.flush()
+        except OSError as exc:
+            self._file.abort()
+            raise write_error(self.path, exc, "--rejects") from exc
 
     def close(self) -> None:
-        self._fh.close()
+        """The rows rejected so far, in place: also after a failure part-way, since the
+        batches committed before it had those rows refused."""
+        self._file.commit()
 
 
 REJECT_COLUMNS = ("line", "reason")

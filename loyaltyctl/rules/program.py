@@ -30,6 +30,7 @@ from pydantic_core import PydanticCustomError
 
 from loyaltyctl.errors import NotFound
 from loyaltyctl.rules.currency import is_currency, minor_digits
+from loyaltyctl.rules.limits import PROGRAM_KEY_LIMIT
 from loyaltyctl.rules.timeutil import is_zone_name
 
 __all__ = [
@@ -99,6 +100,8 @@ def _to_date(value: Any) -> Any:
 
 
 def _check_key(value: str) -> str:
+    if len(value) > PROGRAM_KEY_LIMIT:
+        raise ValueError(f'key "{value[:20]}…" is longer than {PROGRAM_KEY_LIMIT} characters')
     if not KEY_RE.fullmatch(value):
         raise ValueError(
             f'invalid key "{value}" (use lowercase letters, digits and dashes, '

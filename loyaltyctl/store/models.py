@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, Column, Index, MetaData, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    Text,
+    UniqueConstraint,
+)
 from sqlmodel import Field, SQLModel
 
 # A naming convention makes Alembic's batch mode on SQLite and constraint names on
@@ -22,6 +31,10 @@ SQLModel.metadata.naming_convention = {
     "pk": "pk_%(table_name)s",
 }
 metadata: MetaData = SQLModel.metadata
+
+# Points, balances and job totals are 64-bit: BIGINT on PostgreSQL; SQLite's INTEGER is
+# already 64-bit, so its tables stay as they are (migration 0003 widens PostgreSQL's).
+POINTS = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class ProgramRow(SQLModel, table=True):
@@ -69,8 +82,8 @@ class Member(SQLModel, table=True):
     erased_at: datetime | None = None
     # Caches of the ledger, kept in the same transaction as the entries; `db check`
     # recomputes them from the entries.
-    balance: int = 0
-    debt: int = 0
+    balance: int = Field(default=0, sa_type=POINTS)
+    debt: int = Field(default=0, sa_type=POINTS)
     last_purchase_at: datetime | None = None
     updated_at: datetime
 
@@ -117,14 +130,14 @@ class Txn(SQLModel, table=True):
     recorded_at: datetime
     amount_minor: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     payload: str = Field(sa_column=Column(Text, nullable=False))
-    points: int = 0
-    balance_after: int = 0
+    points: int = Field(default=0, sa_type=POINTS)
+    balance_after: int = Field(default=0, sa_type=POINTS)
     tier_after: str = ""
     original_id: int | None = Field(default=None, foreign_key="txn.id")
     reason: str | None = None
     # Qualifying activity this transaction adds (negative for returns), dated by
     # `qual_at`: a return counts against the window of the purchase it undoes.
-    qual_points: int = 0
+    qual_points: int = Field(default=0, sa_type=POINTS)
     qual_spend_minor: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     qual_visits: int = 0
     qual_at: datetime
@@ -146,8 +159,8 @@ class PointsLot(SQLModel, table=True):
     earned_at: datetime
     available_at: datetime
     expires_on: date | None = None
-    points: int
-    remaining: int
+    points: int = Field(sa_type=POINTS)
+    remaining: int = Field(sa_type=POINTS)
 
 
 class PointsEntry(SQLModel, table=True):
@@ -168,7 +181,7 @@ class PointsEntry(SQLModel, table=True):
     job_run_id: int | None = Field(default=None, foreign_key="job_run.id", index=True)
     lot_id: int | None = Field(default=None, foreign_key="points_lot.id", index=True)
     kind: str = Field(max_length=16)
-    points: int
+    points: int = Field(sa_type=POINTS)
     at: datetime
     recorded_at: datetime
     program_version_id: int = Field(foreign_key="program_version.id")
@@ -188,7 +201,7 @@ class Voucher(SQLModel, table=True):
     reward_kind: str = Field(max_length=32)
     reward_value: str | None = None
     reward_product: str | None = None
-    points: int
+    points: int = Field(sa_type=POINTS)
     status: str = Field(default="issued", max_length=16)
     issued_at: datetime
     expires_at: datetime
@@ -209,10 +222,10 @@ class JobRun(SQLModel, table=True):
     status: str = Field(max_length=16)
     started_at: datetime
     finished_at: datetime | None = None
-    members: int = 0
-    points: int = 0
-    upgraded: int = 0
-    downgraded: int = 0
+    members: int = Field(default=0, sa_type=POINTS)
+    points: int = Field(default=0, sa_type=POINTS)
+    upgraded: int = Field(default=0, sa_type=POINTS)
+    downgraded: int = Field(default=0, sa_type=POINTS)
     detail: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 

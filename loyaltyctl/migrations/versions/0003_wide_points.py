@@ -1,0 +1,52 @@
+"""wide points
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-12-02 10:00:00
+
+Points, balances, debts, lot remainders and job totals become BIGINT on PostgreSQL,
+whose INTEGER stops at 2,147,483,647: a program that gives 100 points per unit of
+currency reaches that on one member's large purchases or on a night's expiry total.
+SQLite's INTEGER is already 64-bit, so nothing changes there.
+
+PostgreSQL rewrites each table (and its indexes) once; on a large database run
+`loyaltyctl db upgrade` in a quiet hour.
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = '0003'
+down_revision: str | None = '0002'
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+WIDE: dict[str, tuple[str, ...]] = {
+    'member': ('balance', 'debt'),
+    'txn': ('points', 'balance_after', 'qual_points'),
+    'points_lot': ('points', 'remaining'),
+    'points_entry': ('points',),
+    'voucher': ('points',),
+    'job_run': ('members', 'points', 'upgraded', 'downgraded'),
+}
+
+
+def _alter(old: sa.types.TypeEngine, new: sa.types.TypeEngine) -> None:
+    if op.get_bind().dialect.name != 'postgresql':
+        return
+    for table, columns in WIDE.items():
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            for column in columns:
+                batch_op.alter_column(
+                    column, existing_type=old, type_=new, existing_nullable=False
+                )
+
+
+def upgrade() -> None:
+    _alter(sa.Integer(), sa.BigInteger())
+
+
+def downgrade() -> None:
+    _alter(sa.BigInteger(), sa.Integer())

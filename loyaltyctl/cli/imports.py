@@ -27,7 +27,7 @@ from loyaltyctl.cli.common import (
     now,
     say,
 )
-from loyaltyctl.errors import InvalidInput
+from loyaltyctl.errors import InvalidInput, LoyaltyError
 
 if TYPE_CHECKING:
     from loyaltyctl.services.imports.batch import BatchResult
@@ -116,7 +116,7 @@ def _run(
     program: str | None,
     json_out: bool,
 ) -> None:
-    from loyaltyctl.services.imports.run import DEFAULT_BATCH_ROWS, FileImport
+    from loyaltyctl.services.imports.run import DEFAULT_BATCH_ROWS, FileImport, stopped_note
     from loyaltyctl.store.db import open_database
 
     batch_rows = _env_count(BATCH_ROWS_ENV, DEFAULT_BATCH_ROWS)
@@ -135,6 +135,14 @@ def _run(
                 summary = job.run(
                     engine, program=program, now=now(), batch_rows=batch_rows, on_batch=advance
                 )
+        except BaseException as exc:
+            # Batches committed before the failure stay: say so, and how to finish.
+            note = stopped_note(job.summary) if job.batch_by_batch else None
+            if note and isinstance(exc, LoyaltyError):
+                exc.hint = f"{exc.hint}\nhint: {note}" if exc.hint else note
+            elif note:
+                err(f"note: {note}")
+            raise
         finally:
             engine.dispose()
     _render(kind, summary, json_out)

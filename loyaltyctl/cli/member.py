@@ -263,12 +263,15 @@ def close(
 @app.command("erase")
 @command
 def erase(member: MemberArg, program: ProgramOpt = None, json_out: JsonOpt = False) -> None:
-    """Remove name, e-mail, phone and birthday for good; the ledger and balance stay."""
+    """Remove name, e-mail, phone, birthday and status reason for good; the ledger stays."""
+    from loyaltyctl.cli.common import STATE
     from loyaltyctl.services.members import erase_member
+    from loyaltyctl.store.db import purge_freed_pages
 
     with open_session() as session:
         ctx = program_context(session, program)
         result = erase_member(session, ctx, member, now=now())
+    purge_freed_pages(STATE.db)
     if json_out:
         emit_json(result)
     else:

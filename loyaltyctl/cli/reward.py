@@ -19,6 +19,7 @@ from loyaltyctl.cli.common import (
     print_table,
     program_context,
     say,
+    to_jsonable,
 )
 from loyaltyctl.errors import InvalidInput
 
@@ -165,16 +166,28 @@ def _when(ctx: Any, at: str | None) -> datetime | None:
 @reward_app.command("use")
 @command
 def use(
-    voucher: VoucherArg, at: AtOpt = None, program: ProgramOpt = None, json_out: JsonOpt = False
+    voucher: VoucherArg,
+    ref: Annotated[
+        str | None,
+        typer.Option(
+            "--ref", metavar="REF", help="The till's reference: a retry with it is a duplicate."
+        ),
+    ] = None,
+    at: AtOpt = None,
+    program: ProgramOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """At the till: mark an issued voucher used (a used, cancelled or expired one: exit 6)."""
     from loyaltyctl.services.rewards import use_voucher
 
     with open_session() as session:
         ctx = program_context(session, program)
-        view = use_voucher(session, ctx, voucher, now=now(), at=_when(ctx, at))
+        view = use_voucher(session, ctx, voucher, now=now(), at=_when(ctx, at), ref=ref)
     if json_out:
-        emit_json(view)
+        emit_json({**to_jsonable(view), "duplicate": view._duplicate})
+        return
+    if view._duplicate:
+        say(f"voucher {view.code} was already used with ref {ref} (nothing changed)")
         return
     say(
         f"voucher {view.code} used: give {view.name} "

@@ -21,6 +21,9 @@ from loyaltyctl.services.tiering import tier_history, window_activity
 from loyaltyctl.store.models import Member, PointsEntry, PointsLot, Txn
 
 PERSONAL_FIELDS = ("name", "email", "phone", "birthday")
+# Every free-text field of a member, cleared by erasure: the reason given for a
+# suspension or closure may name the person too.
+ERASED_FIELDS = (*PERSONAL_FIELDS, "status_reason")
 STATUSES = ("active", "suspended", "closed")
 
 
@@ -265,8 +268,8 @@ def erase_member(
 ) -> StatusResult:
     """Remove personal data for good; the ledger and balance stay."""
     member = find_member(session, ctx.id, code, lock=True)
-    changed = member.erased_at is None or any(getattr(member, k) for k in PERSONAL_FIELDS)
-    for key in PERSONAL_FIELDS:
+    changed = member.erased_at is None or any(getattr(member, k) for k in ERASED_FIELDS)
+    for key in ERASED_FIELDS:
         setattr(member, key, None)
     if member.erased_at is None:
         member.erased_at = now

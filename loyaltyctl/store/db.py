@@ -420,3 +420,20 @@ def open_database(db: str | None, *, write: bool = True) -> Engine:
         engine.dispose()
         raise
     return engine
+
+
+def purge_freed_pages(db: str | None) -> None:
+    """After an erasure is committed: the old values must not linger on disk. SQLite
+    (``secure_delete`` is on for every connection) zeroes freed space but keeps old
+    pages in the ``-wal`` file until a checkpoint, which this forces; PostgreSQL keeps
+    dead row versions until a vacuum of the member table."""
+    engine = make_engine(resolve_url(db, create=False))
+    try:
+        if is_sqlite(engine):
+            with engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        else:
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("VACUUM member")
+    finally:
+        engine.dispose()

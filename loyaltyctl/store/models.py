@@ -189,7 +189,11 @@ class PointsEntry(SQLModel, table=True):
 
 class Voucher(SQLModel, table=True):
     __tablename__ = "voucher"
-    __table_args__ = (Index("ix_voucher_member_status", "member_id", "status"),)
+    __table_args__ = (
+        Index("ix_voucher_member_status", "member_id", "status"),
+        # A till's reference for using a voucher: its retry is recognised as such.
+        Index("ix_voucher_use_ref", "program_id", "use_ref", unique=True),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     program_id: int = Field(foreign_key="program.id")
@@ -209,6 +213,7 @@ class Voucher(SQLModel, table=True):
     cancelled_at: datetime | None = None
     expired_at: datetime | None = None
     cancel_txn_id: int | None = Field(default=None, foreign_key="txn.id")
+    use_ref: str | None = Field(default=None, max_length=200)
 
 
 class JobRun(SQLModel, table=True):

@@ -7,7 +7,8 @@ Create Date: 2026-12-02 10:00:00
 Points, balances, debts, lot remainders and job totals become BIGINT on PostgreSQL,
 whose INTEGER stops at 2,147,483,647: a program that gives 100 points per unit of
 currency reaches that on one member's large purchases or on a night's expiry total.
-SQLite's INTEGER is already 64-bit, so nothing changes there.
+SQLite's INTEGER is already 64-bit, so nothing changes there. Also adds
+``voucher.use_ref``, the till's reference of ``reward use --ref``.
 
 PostgreSQL rewrites each table (and its indexes) once; on a large database run
 `loyaltyctl db upgrade` in a quiet hour.
@@ -46,7 +47,14 @@ def _alter(old: sa.types.TypeEngine, new: sa.types.TypeEngine) -> None:
 
 def upgrade() -> None:
     _alter(sa.Integer(), sa.BigInteger())
+    # `reward use VOUCHER --ref REF`: the till's reference, so that a retry is a duplicate.
+    with op.batch_alter_table('voucher', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('use_ref', sa.String(length=200), nullable=True))
+        batch_op.create_index('ix_voucher_use_ref', ['program_id', 'use_ref'], unique=True)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('voucher', schema=None) as batch_op:
+        batch_op.drop_index('ix_voucher_use_ref')
+        batch_op.drop_column('use_ref')
     _alter(sa.BigInteger(), sa.Integer())

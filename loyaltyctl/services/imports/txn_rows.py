@@ -102,7 +102,7 @@ class TxnImporter(Importer):
         ):
             return None
         category = normalise_category(v[_T_CATEGORY])
-        if category is not None and ("\x00" in category or len(category) > 64):
+        if category is not None and (not category.isprintable() or len(category) > 64):
             return None
         parsed = self._clock.parse(at)
         if parsed is None:

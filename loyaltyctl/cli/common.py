@@ -61,8 +61,16 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+# A message quotes what it refuses: a line no longer than this whatever was typed.
+MESSAGE_WIDTH = 300
+
+
+def _cut(line: str) -> str:
+    return line if len(line) <= MESSAGE_WIDTH else line[: MESSAGE_WIDTH - 1] + "…"
+
+
 def report_error(exc: LoyaltyError) -> None:
-    err(f"error: {exc.message}")
+    err("\n".join(_cut(line) for line in f"error: {exc.message}".split("\n")))
     if exc.hint:
         err(f"hint: {exc.hint}")
 

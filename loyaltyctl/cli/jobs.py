@@ -92,7 +92,7 @@ def _database() -> Iterator[Engine]:
 def _as_of_day(as_of: str | None) -> date | None:
     from loyaltyctl.rules.timeutil import parse_day
 
-    return parse_day(as_of, what="--as-of") if as_of else None
+    return parse_day(as_of, what="--as-of") if as_of is not None else None
 
 
 def _batch_size() -> int:
@@ -101,7 +101,7 @@ def _batch_size() -> int:
     raw = os.environ.get(BATCH_ENV)
     if not raw:
         return EXPIRE_BATCH
-    if not raw.isdigit() or int(raw) < 1:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
         raise InvalidInput(
             f"{BATCH_ENV}={raw!r} is not a positive number of lots", hint="e.g. 100000"
         )
@@ -208,14 +208,20 @@ def expire(
 _WITHIN = re.compile(r"^\s*(\d+)\s*([dw]?)\s*$")
 
 
+# Notices look ahead at most ten years: further is a typo, and past 2999 a crash.
+MAX_WITHIN_DAYS = 3660
+
+
 def parse_within(text: str) -> int:
     """``30d``, ``4w`` or ``30`` → days."""
-    match = _WITHIN.match(text)
-    if not match or int(match[1]) < 1:
+    match = _WITHIN.match(text) if text.isascii() else None
+    days = int(match[1]) * (7 if match[2] == "w" else 1) if match else 0
+    if not 1 <= days <= MAX_WITHIN_DAYS:
         raise InvalidInput(
-            f"--within {text!r} is not a period", hint="write a number of days or weeks: 30d, 4w"
+            f"--within {text!r} is not a period of 1 to {MAX_WITHIN_DAYS} days",
+            hint="write a number of days or weeks: 30d, 4w",
         )
-    return int(match[1]) * (7 if match[2] == "w" else 1)
+    return days
 
 
 NOTICE_FIELDS = ["member", "name", "email", "status", "date", "points", "balance"]
@@ -247,7 +253,7 @@ def notices(
 
     days = parse_within(within)
     kind = _notice_format(fmt, out)
-    day = parse_day(as_of, what="--as-of") if as_of else None
+    day = parse_day(as_of, what="--as-of") if as_of is not None else None
     with _database() as engine, session_scope(engine, write=False) as session:
         ctx = program_context(session, program)
         start = resolve_as_of(ctx, day, now=now())

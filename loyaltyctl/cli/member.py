@@ -56,7 +56,7 @@ def enroll(
     born = _birthday(birthday)
     with open_session() as session:
         ctx = program_context(session, program)
-        when = parse_when(at, ctx.spec.program.tz) if at else now()
+        when = parse_when(at, ctx.spec.program.tz) if at is not None else now()
         result = enroll_member(
             session,
             ctx,
@@ -162,8 +162,10 @@ def list_(
     status: Annotated[
         str | None, typer.Option("--status", help="active, suspended or closed.")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="Rows per page.")] = 100,
-    page: Annotated[int, typer.Option("--page", min=1, help="Page number.")] = 1,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=1_000_000, help="Rows per page.")
+    ] = 100,
+    page: Annotated[int, typer.Option("--page", min=1, max=10**12, help="Page number.")] = 1,
     program: ProgramOpt = None,
     json_out: JsonOpt = False,
 ) -> None:

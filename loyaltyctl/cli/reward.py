@@ -136,7 +136,7 @@ def redeem(
         raise InvalidInput("--ref must not be empty", hint="leave it out to get a new one")
     with open_session() as session:
         ctx = program_context(session, program)
-        when = parse_when(at, ctx.spec.program.tz) if at else None
+        when = parse_when(at, ctx.spec.program.tz) if at is not None else None
         result = redeem_reward(
             session, ctx, member, reward, ref=ref.strip() if ref else None, at=when, now=now()
         )
@@ -229,7 +229,9 @@ def voucher_list(
         str | None,
         typer.Option("--status", help="issued, used, cancelled or expired (as of now)."),
     ] = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most N.")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, max=1_000_000, help="At most N.")
+    ] = None,
     program: ProgramOpt = None,
     json_out: JsonOpt = False,
 ) -> None:

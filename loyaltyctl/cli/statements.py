@@ -288,7 +288,7 @@ def report_summary(
     from loyaltyctl.rules.timeutil import parse_day
     from loyaltyctl.services.reports import summary
 
-    day = parse_day(as_of, what="--as-of") if as_of else None
+    day = parse_day(as_of, what="--as-of") if as_of is not None else None
     first = parse_day(from_, what="--from") if from_ else None
     last = parse_day(to, what="--to") if to else None
     with open_session(write=False) as session:
@@ -362,7 +362,7 @@ def _export(kind: str, since: str | None, fmt: str | None, out: str, program: st
         raise _usage(f"unknown --format {chosen!r}: use csv or jsonl")
     with open_session(write=False) as session:
         ctx = program_context(session, program)
-        when = parse_when(since, ctx.spec.program.tz, what="--since") if since else None
+        when = parse_when(since, ctx.spec.program.tz, what="--since") if since is not None else None
         result = export(session, ctx, kind, since=when, now=now())
         from loyaltyctl.services.files import atomic_file
 

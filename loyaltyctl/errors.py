@@ -51,6 +51,14 @@ class DeliveryFailed(LoyaltyError):
     exit_code = 9
 
 
+class Unusable(LoyaltyError):
+    """The database or an output file cannot be used: not found, not a database, corrupt,
+    unreachable, read-only for a write, disk full. The message names it; the hint says
+    what to do."""
+
+    exit_code = 10
+
+
 class ProgramInvalid(InvalidInput):
     """A program file failed to parse or validate; ``problems`` lists every one."""
 

@@ -13,9 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import typer
-
-from loyaltyctl.cli.main import HELP_FILE, PROG_NAME, STORED_COLUMNS, app
+from loyaltyctl.cli.app import main_command
+from loyaltyctl.cli.main import HELP_FILE, PROG_NAME, STORED_COLUMNS
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 HELP_OUT = Path(HELP_FILE)
@@ -33,7 +32,9 @@ it is stale. The contract (names, exit codes, JSON fields) is also summarised he
 - `--db URL` or `LOYALTYCTL_DB`: a plain path is a SQLite file; `postgresql+psycopg://…`
   (or `postgresql://…`) is PostgreSQL. Without either: `$XDG_DATA_HOME/loyaltyctl/loyaltyctl.db`
   (`~/.local/share/loyaltyctl/loyaltyctl.db`). Every command brings the schema up to date
-  on first use.
+  on first use. Commands that only read never create a database (a path with none is
+  exit 10, `not found: no database at PATH`) and work on a read-only file; commands that
+  write say at once that it is read-only.
 - `--program KEY` may be left out whenever exactly one program is loaded.
 - `--json`: stdout holds exactly one JSON document; messages go to stderr.
 - Times: ISO 8601; a date or time without an offset is in the program's time zone.
@@ -58,6 +59,7 @@ it is stale. The contract (names, exit codes, JSON fields) is also summarised he
 | 6 | not allowed (insufficient points, tier, stock, limit, member suspended or closed) |
 | 7 | busy (another run holds the job lock; the database stayed locked past the timeout) |
 | 8 | `db check` found an inconsistency |
+| 10 | database or output file unusable (not found, corrupt, unreachable, read-only, full) |
 
 Errors are one line `error: …` on stderr, usually followed by `hint: …` with the fix.
 
@@ -69,10 +71,11 @@ def _param_line(param: Any) -> str | None:
     if getattr(param, "hidden", False) or param.name in {"help"}:
         return None
     if param.param_type_name == "argument":
-        name = (param.name or "").upper()
+        name = param.metavar or (param.name or "").upper()
         required = "" if param.required else " (optional)"
         return f"- `{name}`{required}: {getattr(param, 'help', '') or ''}".rstrip(": ")
-    opts = ", ".join(f"`{o}`" for o in param.opts)
+    value = "" if getattr(param, "is_flag", False) or not param.metavar else f" {param.metavar}"
+    opts = ", ".join(f"`{o}{value}`" for o in param.opts)
     extra = []
     if param.required:
         extra.append("required")
@@ -99,19 +102,21 @@ def _walk(cmd: Any, path: list[str], out: list[str]) -> None:
         lines = [line for p in cmd.params if (line := _param_line(p))]
         if lines:
             out.append("\n".join(lines) + "\n")
-    for name in sorted(commands or {}):
+    for name in commands or {}:  # in the order of the help: the order of the work
         _walk(commands[name], [*path, name], out)
 
 
 def render() -> str:
-    root = typer.main.get_command(app)
+    root = main_command()
     out = [HEADER]
     _walk(root, [], out)
     return "\n".join(out).rstrip() + "\n"
 
 
 # Typer's app itself, in a process of its own: Click's CliRunner forces its own width.
-LIVE_HELP = f"from loyaltyctl.cli.app import full_app; full_app()(prog_name={PROG_NAME!r})"
+LIVE_HELP = (
+    f"from loyaltyctl.cli.app import main_command; main_command().main(prog_name={PROG_NAME!r})"
+)
 
 
 def live_help(
@@ -147,7 +152,7 @@ def commands_without_help() -> list[str]:
         for name, sub in (getattr(cmd, "commands", None) or {}).items():
             visit(sub, [*path, name])
 
-    visit(typer.main.get_command(app), [])
+    visit(main_command(), [])
     return missing
 
 

@@ -144,6 +144,8 @@ def test_database_errors_are_clear(tmp_path: Path) -> None:
     from loyaltyctl.cli.main import app
 
     result = CliRunner().invoke(app, ["--db", str(tmp_path / "no" / "dir.db"), "program", "list"])
-    assert result.exit_code == 4 and "does not exist" in result.stderr
+    assert result.exit_code == 10 and "not found: no database at" in result.stderr
+    result = CliRunner().invoke(app, ["--db", str(tmp_path / "no" / "dir.db"), "db", "upgrade"])
+    assert result.exit_code == 10 and "does not exist" in result.stderr
     result = CliRunner().invoke(app, ["--db", "mysql://x/y", "program", "list"])
-    assert result.exit_code == 4 and "unsupported database URL" in result.stderr
+    assert result.exit_code == 10 and "unsupported database URL" in result.stderr

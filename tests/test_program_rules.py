@@ -160,7 +160,8 @@ cost = 0
         "(use an IANA name such as Europe/London)",
         f'{src}:9: earn.rounding: must be one of "floor", "half-up" or "ceil"',
         f"{src}:10: earn.bogus: unknown key (allowed: per_unit, rounding, exclude, "
-        "signup_bonus, pending_days, allow_negative, categories, promotions, bonus_qualifies)",
+        "signup_bonus, pending_days, allow_negative, categories, promotions, bonus_qualifies, "
+        "known_categories)",
         f"{src}:19: tiers.levels[1].multiplier: must be greater than 0",
         f"{src}:24: rewards[0].cost: must be at least 1",
     ]

@@ -24,7 +24,7 @@ from tests.conftest import REPO
 
 EXE = Path(sys.executable).parent / "loyaltyctl"
 # The Typer app itself, never the stored help, under the console script's program name.
-LIVE = "from loyaltyctl.cli.app import full_app; full_app()(prog_name='loyaltyctl')"
+LIVE = "from loyaltyctl.cli.app import main_command; main_command().main(prog_name='loyaltyctl')"
 
 DATABASE_AND_TEMPLATES = {"sqlalchemy", "sqlmodel", "alembic", "jinja2", "psycopg"}
 HEAVY = DATABASE_AND_TEMPLATES | {"pydantic", "pydantic_core"}

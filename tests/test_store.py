@@ -23,6 +23,7 @@ def test_sqlite_connections_are_durable_and_strict(tmp_path: Path) -> None:
 
 def test_every_command_brings_the_schema_up_to_date(tmp_path: Path) -> None:
     db = tmp_path / "fresh.db"
+    db.touch()  # an empty file is an empty SQLite database; a missing one is not found
     result = CliRunner().invoke(app, ["--db", str(db), "program", "list", "--json"])
     assert result.exit_code == 0 and result.stdout.strip() == "[]"
     engine = make_engine(resolve_url(str(db)))
@@ -35,14 +36,19 @@ def test_a_database_from_a_newer_version_is_refused(engine: Engine, db_url: str)
     with engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
     result = CliRunner().invoke(app, ["--db", db_url, "program", "list"])
-    assert result.exit_code == 4
+    assert result.exit_code == 10
     assert "newer than this loyaltyctl knows" in result.stderr
 
 
 def test_default_database_lives_in_the_user_data_directory(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["program", "list", "--json"])
+    assert result.exit_code == 10 and "not found: no database at" in result.stderr
+    assert not (tmp_path / "xdg" / "loyaltyctl").exists()
+    result = CliRunner().invoke(app, ["db", "upgrade"])
     assert result.exit_code == 0
     assert (tmp_path / "xdg" / "loyaltyctl" / "loyaltyctl.db").exists()
+    result = CliRunner().invoke(app, ["program", "list", "--json"])
+    assert result.exit_code == 0 and result.stdout.strip() == "[]"
 
 
 def test_postgres_urls_are_normalised() -> None:

@@ -11,7 +11,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -65,7 +65,8 @@ def _new_root() -> typer.Typer:
         help=HELP,
         no_args_is_help=True,
         pretty_exceptions_enable=False,
-        add_completion=False,
+        # --install-completion / --show-completion for bash, zsh and fish (Typer's own).
+        add_completion=True,
         # Plain Click help, on a terminal too: Rich's help rendering imports its markdown
         # support, and the top-level help is printed from a stored copy (cli/main.py),
         # which only plain help can match byte for byte.
@@ -207,10 +208,106 @@ def full_app() -> typer.Typer:
     return build_app()
 
 
+# What a person reads in the help for each value, by parameter name, instead of the
+# Python type (``<str>``); a name not listed shows as itself in capitals.
+METAVARS = {
+    "db_url": "URL",
+    "text": "QUERY",
+    "amount": "AMOUNT",
+    "as_of": "DATE",
+    "at": "TIME",
+    "birthday": "DATE",
+    "category": "CATEGORY",
+    "email": "EMAIL",
+    "file": "FILE",
+    "files": "FILE",
+    "fmt": "FORMAT",
+    "from_": "DATE",
+    "to": "DATE",
+    "key": "KEY",
+    "limit": "N",
+    "page": "N",
+    "line": "CATEGORY=AMOUNT",
+    "member": "MEMBER",
+    "move_tier": "OLD=NEW",
+    "name": "NAME",
+    "original": "REF",
+    "out": "FILE",
+    "rejects": "FILE",
+    "journal": "FILE",
+    "members_out": "FILE",
+    "period": "PERIOD",
+    "phone": "PHONE",
+    "points": "POINTS",
+    "program": "KEY",
+    "reason": "REASON",
+    "ref": "REF",
+    "reward": "REWARD",
+    "since": "DATE|TIME",
+    "status": "STATUS",
+    "tier": "TIER",
+    "voucher": "VOUCHER",
+    "within": "DAYS",
+}
+# Top-level commands in the order of the work: set up, run the program day to day, the
+# nightly jobs, then what is read out of it.
+ORDER = (
+    "db",
+    "program",
+    "member",
+    "txn",
+    "reward",
+    "voucher",
+    "expire",
+    "tiers",
+    "nightly",
+    "statement",
+    "report",
+    "export",
+    "events",
+    "audit",
+)
+
+
+def finish(command: Any) -> Any:
+    """The Click command of the app, with readable metavars and the order of the work."""
+    _name_values(command)
+    commands = getattr(command, "commands", None)
+    if commands:
+        rank = {name: i for i, name in enumerate(ORDER)}
+        command.commands = dict(
+            sorted(commands.items(), key=lambda item: rank.get(item[0], len(ORDER)))
+        )
+    return command
+
+
+def _name_values(command: Any) -> None:
+    for param in command.params:
+        if param.metavar is None and not getattr(param, "is_flag", False):
+            name = param.name or ""
+            param.metavar = METAVARS.get(name, name.upper().rstrip("_"))
+        if param.param_type_name == "argument":
+            # The argument's name already says what it is; Typer would add ``<str>``.
+            param.display_type_rich = _no_type
+    for sub in (getattr(command, "commands", None) or {}).values():
+        _name_values(sub)
+
+
+def _no_type(*_args: Any, **_kwargs: Any) -> str:
+    return ""
+
+
+def main_command(args: Sequence[str] | None = None) -> Any:
+    """The Click command ``run`` invokes (``args`` None: with every command)."""
+    from typer.main import get_command
+
+    return finish(get_command(build_app(args) if args is not None else full_app()))
+
+
 def run(args: Sequence[str]) -> NoReturn:
-    app = build_app(args)
+    command = main_command(args)
     try:
-        app()
+        command.main(args=list(args))
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import json
 import os
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 
-from loyaltyctl.errors import LoyaltyError
+from loyaltyctl.errors import LoyaltyError, Unusable
 from loyaltyctl.services.retry import retry_lost_race
 
 if TYPE_CHECKING:
@@ -51,6 +52,9 @@ AtOpt = Annotated[
     ),
 ]
 
+# A disk that is full, over quota or failing under an output file.
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -59,8 +63,16 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+# A message quotes what it refuses: a line no longer than this whatever was typed.
+MESSAGE_WIDTH = 300
+
+
+def _cut(line: str) -> str:
+    return line if len(line) <= MESSAGE_WIDTH else line[: MESSAGE_WIDTH - 1] + "…"
+
+
 def report_error(exc: LoyaltyError) -> None:
-    err(f"error: {exc.message}")
+    err("\n".join(_cut(line) for line in f"error: {exc.message}".split("\n")))
     if exc.hint:
         err(f"hint: {exc.hint}")
 
@@ -89,7 +101,7 @@ def command(func: Callable[P, R]) -> Callable[P, R]:
             err("interrupted: nothing of the unfinished transaction was written")
             raise typer.Exit(130) from None
         except Exception as exc:
-            translated = _translate_database_error(exc)
+            translated = _translate_environment_error(exc)
             if translated is not None:
                 report_error(translated)
                 raise typer.Exit(translated.exit_code) from None
@@ -113,16 +125,18 @@ def _command_name(func: Callable[..., Any]) -> str:
         return func.__name__
 
 
-def _translate_database_error(exc: Exception) -> LoyaltyError | None:
+def _translate_environment_error(exc: Exception) -> LoyaltyError | None:
+    """A database or a disk that fails under a command is not a bug: exit 10, named."""
     if type(exc).__module__.startswith("sqlalchemy"):
-        from sqlalchemy.exc import OperationalError
+        from loyaltyctl.store.db import describe, resolve_url, translate_database_error
 
-        from loyaltyctl.store.db import translate_operational_error
-
-        if isinstance(exc, OperationalError):
-            translated = translate_operational_error(exc)
-            if translated.exit_code != 1:
-                return translated
+        return translate_database_error(exc, describe(resolve_url(STATE.db, create=False)))
+    if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+        where = f" {exc.filename}" if exc.filename else ""
+        return Unusable(
+            f"cannot write{where}: {exc.strerror}",
+            hint="free some space or choose another place; an earlier file there is intact",
+        )
     return None
 
 
@@ -131,7 +145,7 @@ def open_session(*, write: bool = True, dry_run: bool = False) -> Iterator[Sessi
     """One command, one database transaction, on the database of ``--db``."""
     from loyaltyctl.store.db import open_database, session_scope
 
-    engine = open_database(STATE.db)
+    engine = open_database(STATE.db, write=write)
     try:
         with session_scope(engine, write=write, dry_run=dry_run) as session:
             yield session
@@ -175,7 +189,10 @@ def to_jsonable(value: Any) -> Any:
 
 
 def emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(to_jsonable(data), ensure_ascii=False, indent=2) + "\n")
+    """Pretty for a person at a terminal; one line otherwise, so that a cron job's
+    ``>> log.jsonl`` is JSON Lines."""
+    indent = 2 if is_terminal() else None
+    sys.stdout.write(json.dumps(to_jsonable(data), ensure_ascii=False, indent=indent) + "\n")
     sys.stdout.flush()
 
 

@@ -27,7 +27,7 @@ from loyaltyctl.cli.common import (
     now,
     say,
 )
-from loyaltyctl.errors import InvalidInput
+from loyaltyctl.errors import InvalidInput, LoyaltyError
 
 if TYPE_CHECKING:
     from loyaltyctl.services.imports.batch import BatchResult
@@ -137,7 +137,7 @@ def _run(
     map_: list[str] | None,
     ignore: list[str] | None,
 ) -> None:
-    from loyaltyctl.services.imports.run import DEFAULT_BATCH_ROWS, FileImport
+    from loyaltyctl.services.imports.run import DEFAULT_BATCH_ROWS, FileImport, stopped_note
     from loyaltyctl.store.db import open_database
 
     batch_rows = _env_count(BATCH_ROWS_ENV, DEFAULT_BATCH_ROWS)
@@ -159,6 +159,14 @@ def _run(
                 summary = job.run(
                     engine, program=program, now=now(), batch_rows=batch_rows, on_batch=advance
                 )
+        except BaseException as exc:
+            # Batches committed before the failure stay: say so, and how to finish.
+            note = stopped_note(job.summary) if job.batch_by_batch else None
+            if note and isinstance(exc, LoyaltyError):
+                exc.hint = f"{exc.hint}\nhint: {note}" if exc.hint else note
+            elif note:
+                err(f"note: {note}")
+            raise
         finally:
             engine.dispose()
     _render(kind, summary, json_out)
@@ -181,7 +189,7 @@ def _env_count(name: str, default: int) -> int:
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
-    if not raw.isdigit() or int(raw) < 1:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
         raise InvalidInput(f"{name}={raw!r} is not a positive whole number")
     return int(raw)
 

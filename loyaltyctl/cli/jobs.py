@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TextIO
+from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -92,7 +92,7 @@ def _database() -> Iterator[Engine]:
 def _as_of_day(as_of: str | None) -> date | None:
     from loyaltyctl.rules.timeutil import parse_day
 
-    return parse_day(as_of, what="--as-of") if as_of else None
+    return parse_day(as_of, what="--as-of") if as_of is not None else None
 
 
 def _batch_size() -> int:
@@ -101,7 +101,7 @@ def _batch_size() -> int:
     raw = os.environ.get(BATCH_ENV)
     if not raw:
         return EXPIRE_BATCH
-    if not raw.isdigit() or int(raw) < 1:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
         raise InvalidInput(
             f"{BATCH_ENV}={raw!r} is not a positive number of lots", hint="e.g. 100000"
         )
@@ -208,14 +208,20 @@ def expire(
 _WITHIN = re.compile(r"^\s*(\d+)\s*([dw]?)\s*$")
 
 
+# Notices look ahead at most ten years: further is a typo, and past 2999 a crash.
+MAX_WITHIN_DAYS = 3660
+
+
 def parse_within(text: str) -> int:
     """``30d``, ``4w`` or ``30`` → days."""
-    match = _WITHIN.match(text)
-    if not match or int(match[1]) < 1:
+    match = _WITHIN.match(text) if text.isascii() else None
+    days = int(match[1]) * (7 if match[2] == "w" else 1) if match else 0
+    if not 1 <= days <= MAX_WITHIN_DAYS:
         raise InvalidInput(
-            f"--within {text!r} is not a period", hint="write a number of days or weeks: 30d, 4w"
+            f"--within {text!r} is not a period of 1 to {MAX_WITHIN_DAYS} days",
+            hint="write a number of days or weeks: 30d, 4w",
         )
-    return int(match[1]) * (7 if match[2] == "w" else 1)
+    return days
 
 
 NOTICE_FIELDS = ["member", "name", "email", "status", "date", "points", "balance"]
@@ -247,7 +253,7 @@ def notices(
 
     days = parse_within(within)
     kind = _notice_format(fmt, out)
-    day = parse_day(as_of, what="--as-of") if as_of else None
+    day = parse_day(as_of, what="--as-of") if as_of is not None else None
     with _database() as engine, session_scope(engine, write=False) as session:
         ctx = program_context(session, program)
         start = resolve_as_of(ctx, day, now=now())
@@ -255,13 +261,10 @@ def notices(
         if out is None:
             _write_notices(sys.stdout, rows, kind)
             return
-        try:
-            with out.open("w", encoding="utf-8", newline="") as handle:
-                count = _write_notices(handle, rows, kind)
-        except OSError as exc:
-            raise InvalidInput(
-                f"cannot write {out}: {exc.strerror}", hint="check the path and its folder"
-            ) from exc
+        from loyaltyctl.services.files import atomic_file
+
+        with atomic_file(out) as handle:
+            count = _write_notices(handle, rows, kind)
     err(f"wrote {count} notice{'s' if count != 1 else ''} to {out}")
 
 
@@ -275,7 +278,7 @@ def _notice_format(fmt: str | None, out: Path | None) -> str:
     return fmt
 
 
-def _write_notices(handle: TextIO, rows: Iterator[Any], kind: str) -> int:
+def _write_notices(handle: IO[str], rows: Iterator[Any], kind: str) -> int:
     count = 0
     if kind == "csv":
         writer = csv.DictWriter(handle, fieldnames=NOTICE_FIELDS)

@@ -56,7 +56,7 @@ def enroll(
     born = _birthday(birthday)
     with open_session() as session:
         ctx = program_context(session, program)
-        when = parse_when(at, ctx.spec.program.tz) if at else now()
+        when = parse_when(at, ctx.spec.program.tz) if at is not None else now()
         result = enroll_member(
             session,
             ctx,
@@ -216,8 +216,10 @@ def list_(
     status: Annotated[
         str | None, typer.Option("--status", help="active, suspended or closed.")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="Rows per page.")] = 100,
-    page: Annotated[int, typer.Option("--page", min=1, help="Page number.")] = 1,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=1_000_000, help="Rows per page.")
+    ] = 100,
+    page: Annotated[int, typer.Option("--page", min=1, max=10**12, help="Page number.")] = 1,
     program: ProgramOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -317,12 +319,15 @@ def close(
 @app.command("erase")
 @command
 def erase(member: MemberArg, program: ProgramOpt = None, json_out: JsonOpt = False) -> None:
-    """Remove name, e-mail, phone and birthday for good; the ledger and balance stay."""
+    """Remove name, e-mail, phone, birthday and status reason for good; the ledger stays."""
+    from loyaltyctl.cli.common import STATE
     from loyaltyctl.services.members import erase_member
+    from loyaltyctl.store.db import purge_freed_pages
 
     with open_session() as session:
         ctx = program_context(session, program)
         result = erase_member(session, ctx, member, now=now())
+    purge_freed_pages(STATE.db)
     if json_out:
         emit_json(result)
     else:

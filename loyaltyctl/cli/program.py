@@ -63,14 +63,27 @@ def validate(
 @app.command("load")
 @command
 def load(
-    file: Annotated[Path, typer.Argument(help="Program TOML file.")],
+    file: Annotated[Path, typer.Argument(help="Program TOML file.", metavar="FILE")],
+    move_tier: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--move-tier",
+            metavar="OLD=NEW",
+            help="Members of tier OLD, which the new version drops, move to NEW (repeatable).",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Load a program: a new program, a new version of a changed file, or a no-op."""
+    """Load a program: a new program, a new version of a changed file, or a no-op.
+
+    A new version may not change the currency, nor drop a tier members hold unless
+    --move-tier says where they go (exit 6)."""
+    from loyaltyctl.services.program_guard import parse_moves
     from loyaltyctl.services.programs import load_program
 
+    moves = parse_moves(move_tier)
     with open_session() as session:
-        result = load_program(session, file, now=now())
+        result = load_program(session, file, now=now(), move_tiers=moves)
     if json_out:
         emit_json(result)
         return
@@ -178,7 +191,7 @@ def export(
     if out is None:
         print(text, end="")
         return
-    out.write_text(text, encoding="utf-8")
+    _write(out, text)
     err(f"wrote {out}")
 
 
@@ -199,5 +212,12 @@ def new(
         return
     if out.exists() and not force:
         raise InvalidInput(f"{out} already exists", hint="pass --force to overwrite it")
-    out.write_text(text, encoding="utf-8")
+    _write(out, text)
     err(f"wrote {out}: edit it, then run: loyaltyctl program validate {out}")
+
+
+def _write(out: Path, text: str) -> None:
+    from loyaltyctl.services.files import atomic_file
+
+    with atomic_file(out, newline=None) as handle:
+        handle.write(text)

@@ -19,6 +19,7 @@ from loyaltyctl.cli.common import (
     print_table,
     program_context,
     say,
+    to_jsonable,
 )
 from loyaltyctl.errors import InvalidInput
 
@@ -135,7 +136,7 @@ def redeem(
         raise InvalidInput("--ref must not be empty", hint="leave it out to get a new one")
     with open_session() as session:
         ctx = program_context(session, program)
-        when = parse_when(at, ctx.spec.program.tz) if at else None
+        when = parse_when(at, ctx.spec.program.tz) if at is not None else None
         result = redeem_reward(
             session, ctx, member, reward, ref=ref.strip() if ref else None, at=when, now=now()
         )
@@ -165,16 +166,28 @@ def _when(ctx: Any, at: str | None) -> datetime | None:
 @reward_app.command("use")
 @command
 def use(
-    voucher: VoucherArg, at: AtOpt = None, program: ProgramOpt = None, json_out: JsonOpt = False
+    voucher: VoucherArg,
+    ref: Annotated[
+        str | None,
+        typer.Option(
+            "--ref", metavar="REF", help="The till's reference: a retry with it is a duplicate."
+        ),
+    ] = None,
+    at: AtOpt = None,
+    program: ProgramOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """At the till: mark an issued voucher used (a used, cancelled or expired one: exit 6)."""
     from loyaltyctl.services.rewards import use_voucher
 
     with open_session() as session:
         ctx = program_context(session, program)
-        view = use_voucher(session, ctx, voucher, now=now(), at=_when(ctx, at))
+        view = use_voucher(session, ctx, voucher, now=now(), at=_when(ctx, at), ref=ref)
     if json_out:
-        emit_json(view)
+        emit_json({**to_jsonable(view), "duplicate": view._duplicate})
+        return
+    if view._duplicate:
+        say(f"voucher {view.code} was already used with ref {ref} (nothing changed)")
         return
     say(
         f"voucher {view.code} used: give {view.name} "
@@ -216,7 +229,9 @@ def voucher_list(
         str | None,
         typer.Option("--status", help="issued, used, cancelled or expired (as of now)."),
     ] = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most N.")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, max=1_000_000, help="At most N.")
+    ] = None,
     program: ProgramOpt = None,
     json_out: JsonOpt = False,
 ) -> None:

@@ -4,7 +4,7 @@ systems see of the ledger. Read-only commands."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -294,7 +294,7 @@ def report_summary(
     from loyaltyctl.rules.timeutil import parse_day
     from loyaltyctl.services.reports import summary
 
-    day = parse_day(as_of, what="--as-of") if as_of else None
+    day = parse_day(as_of, what="--as-of") if as_of is not None else None
     first = parse_day(from_, what="--from") if from_ else None
     last = parse_day(to, what="--to") if to else None
     with open_session(write=False) as session:
@@ -398,16 +398,14 @@ def _export(kind: str, since: str | None, fmt: str | None, out: str, program: st
         raise _usage(f"unknown --format {chosen!r}: use csv or jsonl")
     with open_session(write=False) as session:
         ctx = program_context(session, program)
-        when = parse_when(since, ctx.spec.program.tz, what="--since") if since else None
+        when = parse_when(since, ctx.spec.program.tz, what="--since") if since is not None else None
         result = export(session, ctx, kind, since=when, now=now())
-        if out == "-":
-            count = write_rows(sys.stdout, chosen, result.columns, result.rows)
-            sys.stdout.flush()
-        else:
-            from loyaltyctl.services.files import atomic_file
+        from loyaltyctl.services.files import atomic_file
 
-            with atomic_file(Path(out)) as handle:
-                count = write_rows(handle, chosen, result.columns, result.rows)
+        # A write that fails part-way closes the stream (its server-side cursor on
+        # PostgreSQL) while the session is still open.
+        with closing_rows(result.rows) as rows, atomic_file(out) as handle:
+            count = write_rows(handle, chosen, result.columns, rows)
     err(f"exported {count} rows of {kind} to {out}")
 
 
@@ -457,3 +455,13 @@ def export_vouchers(
 ) -> None:
     """Vouchers with their status and dates."""
     _export("vouchers", since, fmt, out, program)
+
+
+@contextmanager
+def closing_rows(rows: Iterable[Any]) -> Iterator[Iterable[Any]]:
+    try:
+        yield rows
+    finally:
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()

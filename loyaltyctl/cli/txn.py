@@ -114,7 +114,7 @@ def post(
         ctx = program_context(session, program)
         spec = ctx.spec
         lines = _lines(amount, category, line, spec.program.minor_digits)
-        when = parse_when(at, spec.program.tz) if at else None
+        when = parse_when(at, spec.program.tz) if at is not None else None
         result = post_purchase(
             session, ctx, member, ref=_ref(ref), lines=lines, at=when, now=now(), store=store
         )
@@ -141,7 +141,7 @@ def return_(
         ctx = program_context(session, program)
         spec = ctx.spec
         value = parse_amount(amount, spec.program.minor_digits, what="--amount")
-        when = parse_when(at, spec.program.tz) if at else None
+        when = parse_when(at, spec.program.tz) if at is not None else None
         result = post_return(
             session,
             ctx,
@@ -172,7 +172,7 @@ def adjust(
 
     with open_session() as session:
         ctx = program_context(session, program)
-        when = parse_when(at, ctx.spec.program.tz) if at else None
+        when = parse_when(at, ctx.spec.program.tz) if at is not None else None
         result = post_adjustment(
             session,
             ctx,
@@ -232,7 +232,9 @@ def transfer(
 @command
 def list_(
     member: MemberArg,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the last N.")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, max=1_000_000, help="Only the last N.")
+    ] = None,
     program: ProgramOpt = None,
     json_out: JsonOpt = False,
 ) -> None:

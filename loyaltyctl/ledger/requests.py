@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from loyaltyctl.errors import InvalidInput
+from loyaltyctl.rules.categories import normalise_category
 from loyaltyctl.rules.earning import Line
 from loyaltyctl.rules.limits import (
     MAX_AMOUNT,
@@ -67,6 +68,7 @@ class Purchase:
             check_amount(line.amount, digits, what)
             if line.category is not None:
                 check_text(line.category, "category", 64)
+        lines = tuple(Line(normalise_category(line.category), line.amount) for line in lines)
         total = sum((line.amount for line in lines), Decimal(0))
         if total == 0:
             raise InvalidInput(

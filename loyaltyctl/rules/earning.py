@@ -10,6 +10,7 @@ from datetime import date
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 from loyaltyctl.errors import InvalidInput
+from loyaltyctl.rules.limits import MAX_POINTS
 from loyaltyctl.rules.money import from_minor, to_minor
 from loyaltyctl.rules.program import Program
 
@@ -37,6 +38,8 @@ def round_points(value: Decimal, rounding: str) -> int:
 def active_promotions(
     program: Program, day: date, categories: set[str | None]
 ) -> list[tuple[str, Decimal]]:
+    """The promotions of ``day`` that apply to a line of any of ``categories``: one
+    without ``categories`` applies to every line, one with them only to those lines."""
     found = []
     for promo in program.earn.promotions:
         if promo.from_ <= day <= promo.to and (
@@ -46,28 +49,55 @@ def active_promotions(
     return found
 
 
-def purchase_points(program: Program, lines: list[Line], tier_key: str, day: date) -> Earning:
-    """``amount × per_unit × category multiplier`` per line, then × tier × promotions,
-    rounded once for the whole purchase."""
+def check_category(program: Program, category: str | None) -> None:
+    """With ``earn.known_categories``, a category the program names nowhere is refused
+    rather than silently earning the base rate (a typo at the till)."""
     earn = program.earn
-    base = Decimal(0)
+    if category is None or earn.known_categories is None:
+        return
+    if category not in earn.named_categories():
+        known = ", ".join(sorted(earn.named_categories()))
+        raise InvalidInput(
+            f"unknown category {category!r} in program {program.program.key}",
+            hint=f"categories: {known}",
+        )
+
+
+def purchase_points(program: Program, lines: list[Line], tier_key: str, day: date) -> Earning:
+    """``amount × per_unit × category multiplier × tier × the promotions of that line``
+    per line, summed and rounded once for the whole purchase."""
+    earn = program.earn
+    tier_multiplier = program.tier(tier_key).multiplier
+    total = Decimal(0)
     eligible = Decimal(0)
+    applied: dict[str, None] = {}
     for line in lines:
+        check_category(program, line.category)
         if line.category is not None and line.category in earn.exclude:
             continue
         multiplier = earn.categories.get(line.category, Decimal(1)) if line.category else Decimal(1)
-        base += line.amount * earn.per_unit * multiplier
+        value = line.amount * earn.per_unit * multiplier * tier_multiplier
+        for name, promo_multiplier in active_promotions(program, day, {line.category}):
+            value *= promo_multiplier
+            applied[name] = None
+        total += value
         eligible += line.amount
-    total = base * program.tier(tier_key).multiplier
-    promos = active_promotions(program, day, {line.category for line in lines})
-    for _name, multiplier in promos:
-        total *= multiplier
     return Earning(
-        points=round_points(total, earn.rounding),
+        points=capped(round_points(total, earn.rounding)),
         base=total,
         eligible_spend=eligible,
-        promotions=tuple(name for name, _ in promos),
+        promotions=tuple(applied),
     )
+
+
+def capped(points: int) -> int:
+    """Earned points stay within what one ledger entry may carry."""
+    if points > MAX_POINTS:
+        raise InvalidInput(
+            f"this purchase would earn {points:,} points, more than {MAX_POINTS:,}",
+            hint="check the amount and the program's multipliers",
+        )
+    return points
 
 
 def line_factors(
@@ -81,6 +111,7 @@ def line_factors(
     Bulk imports work these out once per category, tier and day instead of once per row."""
     earn = program.earn
     tier_multiplier = program.tier(tier_key).multiplier
+    check_category(program, category)
     if category is not None and category in earn.exclude:
         return None
     multiplier = earn.categories.get(category, Decimal(1)) if category else Decimal(1)
@@ -92,7 +123,7 @@ def points_with(amount: Decimal, factors: tuple[Decimal, ...], rounding: str) ->
     total = amount
     for factor in factors:
         total *= factor
-    return round_points(total, rounding)
+    return capped(round_points(total, rounding))
 
 
 def cumulative_share(total: int, original_amount: Decimal, returned_amount: Decimal) -> int:

@@ -27,6 +27,11 @@ def check_text(value: str, what: str, limit: int | None = None) -> str:
     """Free text: no NUL (neither database stores it), at most ``limit`` characters."""
     if "\x00" in value:
         raise InvalidInput(f"{what} contains a NUL character", hint="remove it")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # Bytes that were not UTF-8 on the command line, or a JSON "\\ud800" escape.
+        raise InvalidInput(f"{what} is not UTF-8 text", hint="retype it") from None
     if limit is not None and len(value) > limit:
         raise InvalidInput(
             f"{what} is longer than {limit} characters",

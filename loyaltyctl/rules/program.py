@@ -9,6 +9,7 @@ at its line, is ``program_parse``; writing a model out is ``program_export``.
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import date, datetime
 from decimal import Decimal
@@ -29,7 +30,9 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from loyaltyctl.errors import NotFound
+from loyaltyctl.rules.categories import normalise_category
 from loyaltyctl.rules.currency import is_currency, minor_digits
+from loyaltyctl.rules.limits import FIRST_YEAR, LAST_YEAR, MAX_POINTS, PROGRAM_KEY_LIMIT
 from loyaltyctl.rules.timeutil import is_zone_name
 
 __all__ = [
@@ -56,6 +59,31 @@ _MONTH_DAY_RE = re.compile(r"(\d{2})-(\d{2})")
 _COLOR_RE = re.compile(r"#[0-9a-fA-F]{6}")
 NOT_DECIMAL = "expected a decimal number"
 NOT_DATE = "expected a date (YYYY-MM-DD)"
+# The longest periods a program may give: from any day up to 2100 they keep every date
+# it computes (expiry, hold end, voucher end, pending end) within the year 2999.
+MAX_MONTHS = (LAST_YEAR - 2100) * 12
+MAX_YEARS = LAST_YEAR - 2100
+MAX_DAYS = (LAST_YEAR - 2100) * 365
+
+
+class NotPlainNumber(float):
+    """A TOML float written with an exponent (``1e-2``) or as inf/nan: the program file
+    reader keeps its text so that validation can refuse it by name."""
+
+    text: str
+
+    def __new__(cls, text: str) -> NotPlainNumber:
+        value = super().__new__(cls, float(text))
+        value.text = text
+        return value
+
+
+_PLAIN_FLOAT = re.compile(r"[+-]?[0-9_]+(?:\.[0-9_]+)?")
+
+
+def toml_float(text: str) -> float:
+    """``parse_float`` for tomllib: plain decimals as floats, anything else marked."""
+    return float(text) if _PLAIN_FLOAT.fullmatch(text) else NotPlainNumber(text)
 
 
 def _raise_problems(problems: list[Problem]) -> None:
@@ -68,6 +96,10 @@ def _raise_problems(problems: list[Problem]) -> None:
 
 def _to_decimal(value: Any) -> Any:
     # TOML floats go through their shortest repr so that 1.25 becomes exactly Decimal("1.25").
+    if isinstance(value, NotPlainNumber):
+        if math.isnan(value) or math.isinf(value):
+            raise ValueError(NOT_DECIMAL)
+        raise ValueError(f"write {value.text} as a plain decimal number, such as 0.01")
     if isinstance(value, Decimal):
         result = value
     elif isinstance(value, bool):
@@ -88,17 +120,21 @@ def _to_decimal(value: Any) -> Any:
 def _to_date(value: Any) -> Any:
     if isinstance(value, datetime):
         raise ValueError(f"{NOT_DATE}, not a date and time")
-    if isinstance(value, date):
-        return value
     if isinstance(value, str) and _DATE_RE.fullmatch(value):
         try:
-            return date.fromisoformat(value)
+            value = date.fromisoformat(value)
         except ValueError:
             raise ValueError(f'"{value}" is not a real date') from None
+    if isinstance(value, date):
+        if not FIRST_YEAR <= value.year <= LAST_YEAR:
+            raise ValueError(f"{value} is outside the years {FIRST_YEAR}-{LAST_YEAR}")
+        return value
     raise ValueError(NOT_DATE)
 
 
 def _check_key(value: str) -> str:
+    if len(value) > PROGRAM_KEY_LIMIT:
+        raise ValueError(f'key "{value[:20]}…" is longer than {PROGRAM_KEY_LIMIT} characters')
     if not KEY_RE.fullmatch(value):
         raise ValueError(
             f'invalid key "{value}" (use lowercase letters, digits and dashes, '
@@ -119,6 +155,10 @@ def _check_color(value: str) -> str:
     return value
 
 
+def _category(value: str) -> str:
+    return normalise_category(value) or value
+
+
 Dec = Annotated[Decimal, BeforeValidator(_to_decimal)]
 PositiveDec = Annotated[Decimal, BeforeValidator(_to_decimal), Field(gt=0)]
 NonNegativeDec = Annotated[Decimal, BeforeValidator(_to_decimal), Field(ge=0)]
@@ -129,6 +169,12 @@ LocalDate = Annotated[date, BeforeValidator(_to_date)]
 Key = Annotated[str, AfterValidator(_check_key)]
 Text = Annotated[str, AfterValidator(_check_not_blank)]
 Color = Annotated[str, AfterValidator(_check_color)]
+Category = Annotated[str, AfterValidator(_check_not_blank), AfterValidator(_category)]
+Months = Annotated[int, Strict(), Field(ge=1, le=MAX_MONTHS)]
+Days = Annotated[int, Strict(), Field(ge=0, le=MAX_DAYS)]
+PositiveDays = Annotated[int, Strict(), Field(ge=1, le=MAX_DAYS)]
+PointsInt = Annotated[int, Strict(), Field(ge=0, le=MAX_POINTS)]
+PositivePoints = Annotated[int, Strict(), Field(ge=1, le=MAX_POINTS)]
 
 
 def _decimal_places(value: Decimal) -> int:
@@ -181,7 +227,7 @@ class Promotion(_Model):
     from_: LocalDate = Field(alias="from")
     to: LocalDate
     multiplier: PositiveDec
-    categories: list[Text] = []
+    categories: list[Category] = []
 
     @model_validator(mode="after")
     def _dates_in_order(self) -> Self:
@@ -193,13 +239,38 @@ class Promotion(_Model):
 class Earn(_Model):
     per_unit: NonNegativeDec = Decimal(1)
     rounding: Literal["floor", "half-up", "ceil"] = "floor"
-    exclude: list[Text] = []
-    signup_bonus: NonNegativeInt = 0
-    pending_days: NonNegativeInt = 0
+    exclude: list[Category] = []
+    signup_bonus: PointsInt = 0
+    pending_days: Days = 0
     allow_negative: StrictBool = True
     categories: dict[str, PositiveDec] = {}
     promotions: list[Promotion] = []
     bonus_qualifies: StrictBool = False
+    # When given, a purchase line of a category named nowhere in this section is refused.
+    known_categories: list[Category] | None = None
+
+    @field_validator("categories", mode="after")
+    @classmethod
+    def _category_names(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        out: dict[str, Decimal] = {}
+        problems: list[Problem] = []
+        for name, multiplier in value.items():
+            key = normalise_category(name)
+            if key is None:
+                problems.append(((name,), "a category name must not be empty"))
+            elif key in out:
+                problems.append(((name,), f'"{name}" is the same category as "{key}"'))
+            else:
+                out[key] = multiplier
+        _raise_problems(problems)
+        return out
+
+    def named_categories(self) -> frozenset[str]:
+        """Every category this section names."""
+        names = set(self.categories) | set(self.exclude) | set(self.known_categories or ())
+        for promo in self.promotions:
+            names.update(promo.categories)
+        return frozenset(names)
 
     @model_validator(mode="after")
     def _excluded_have_no_multiplier(self) -> Self:
@@ -215,10 +286,10 @@ class Earn(_Model):
 
 class Expiry(_Model):
     policy: Literal["rolling", "fixed_date", "inactivity", "never"] = "never"
-    months: PositiveInt | None = None
+    months: Months | None = None
     month_end: StrictBool = False
     day: str | None = None
-    years: NonNegativeInt = 1
+    years: Annotated[int, Strict(), Field(ge=0, le=MAX_YEARS)] = 1
 
     @field_validator("day")
     @classmethod
@@ -272,7 +343,7 @@ def default_levels() -> list[TierLevel]:
 class Tiers(_Model):
     metric: Literal["points", "spend", "visits"] = "points"
     window: Literal["rolling-12-months", "calendar-year"] = "rolling-12-months"
-    hold_months: NonNegativeInt = 12
+    hold_months: Annotated[int, Strict(), Field(ge=0, le=MAX_MONTHS)] = 12
     downgrade: Literal["one-level", "to-qualified"] = "one-level"
     levels: list[TierLevel] = Field(default_factory=default_levels)
 
@@ -309,11 +380,11 @@ RewardKind = Literal["item", "discount-amount", "discount-percent", "free-produc
 class Reward(_Model):
     key: Key
     name: Text
-    cost: PositiveInt
+    cost: PositivePoints
     tiers: list[str] = []
     stock: NonNegativeInt | None = None
     per_member: PositiveInt | None = None
-    valid_days: PositiveInt = 30
+    valid_days: PositiveDays = 30
     kind: RewardKind = "item"
     value: PositiveDec | None = None
     product: Text | None = None

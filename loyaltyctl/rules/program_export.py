@@ -120,6 +120,9 @@ signup_bonus = 0          # points given at enrollment [0]
 pending_days = 0          # purchase points cannot be spent for this many days [0]
 allow_negative = true     # a return may take the balance below zero (a debt) [true]
 bonus_qualifies = false   # bonuses and adjustments count towards tiers [false]
+# Categories the tills send; with this list, a category named nowhere in [earn] is
+# refused (a typo would otherwise earn the base rate). Case and spaces do not matter.
+# known_categories = ["food", "drinks"]   # [any category]
 
 [earn.categories]         # multiplier by purchase category; others earn x1 [none]
 # coffee-beans = 2.0

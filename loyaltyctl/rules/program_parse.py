@@ -18,20 +18,26 @@ from pydantic_core import ErrorDetails
 
 from loyaltyctl.errors import ProgramInvalid
 from loyaltyctl.rules.program import (
+    MAX_DAYS,
+    MAX_MONTHS,
+    MAX_YEARS,
     NOT_DATE,
     NOT_DECIMAL,
     Loc,
     Program,
     default_levels,
     keypath,
+    toml_float,
 )
 
 __all__ = ["parse_program"]
 
+_DATE_LIMITS = {MAX_DAYS, MAX_MONTHS, MAX_YEARS}
+
 
 def parse_program(text: str, source: str = "<string>") -> Program:
     try:
-        data = tomllib.loads(text)
+        data = tomllib.loads(text, parse_float=toml_float)
     except tomllib.TOMLDecodeError as exc:
         raise ProgramInvalid([_syntax_problem(str(exc), text, source)], source) from exc
     try:
@@ -150,7 +156,10 @@ def _message(error: ErrorDetails, loc: Loc) -> str:
     if kind == "greater_than_equal":
         return f"must be at least {ctx.get('ge')}"
     if kind == "less_than_equal":
-        return f"must be at most {ctx.get('le')}"
+        limit = ctx.get("le")
+        if limit in _DATE_LIMITS:
+            return f"must be at most {limit}: more would put dates past the year 2999"
+        return f"must be at most {limit}"
     if kind in _SIMPLE_MESSAGES:
         return _SIMPLE_MESSAGES[kind]
     return error["msg"]

@@ -8,7 +8,7 @@ from importlib import resources
 from zoneinfo import ZoneInfo, available_timezones
 
 from loyaltyctl.errors import InvalidInput
-from loyaltyctl.rules.limits import check_year
+from loyaltyctl.rules.limits import check_day, check_year
 
 
 def parse_when(text: str, tz: ZoneInfo, *, what: str = "--at") -> datetime:
@@ -33,11 +33,12 @@ def parse_when(text: str, tz: ZoneInfo, *, what: str = "--at") -> datetime:
 
 def parse_day(text: str, *, what: str = "date") -> date:
     try:
-        return date.fromisoformat(text.strip())
+        day = date.fromisoformat(text.strip())
     except ValueError as exc:
         raise InvalidInput(
             f"{what} {text!r} is not an ISO 8601 date", hint="write e.g. 2026-11-22"
         ) from exc
+    return check_day(day, what)
 
 
 def local_date(moment: datetime, tz: ZoneInfo) -> date:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlmodel import Session, col, select
 
 from loyaltyctl.errors import InvalidInput, NotFound
+from loyaltyctl.rules.limits import PROGRAM_KEY_LIMIT, check_id
 from loyaltyctl.rules.versions import ProgramContext, VersionInfo
 from loyaltyctl.store.models import ProgramRow, ProgramVersion
 
@@ -27,6 +28,7 @@ def load_context(session: Session, key: str | None) -> ProgramContext:
             )
         row = rows[0]
     else:
+        key = check_id(key, "--program", PROGRAM_KEY_LIMIT, "beans")
         found = session.exec(select(ProgramRow).where(ProgramRow.key == key)).first()
         if found is None:
             raise NotFound(

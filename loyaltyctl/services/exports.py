@@ -153,7 +153,8 @@ def _day(value: date | None) -> str | None:
 
 def _stream(session: Session, stmt: Any) -> Iterator[Any]:
     """Rows fetched a batch at a time (a server-side cursor on PostgreSQL)."""
-    yield from session.connection().execution_options(yield_per=BATCH).execute(stmt)
+    with session.connection().execution_options(yield_per=BATCH).execute(stmt) as result:
+        yield from result
 
 
 def _members(

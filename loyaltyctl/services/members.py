@@ -24,6 +24,9 @@ from loyaltyctl.store.audit import scrub_member
 from loyaltyctl.store.models import Member, PointsEntry, PointsLot, Txn
 
 PERSONAL_FIELDS = ("name", "email", "phone", "birthday")
+# Every free-text field of a member, cleared by erasure: the reason given for a
+# suspension or closure may name the person too.
+ERASED_FIELDS = (*PERSONAL_FIELDS, "status_reason")
 STATUSES = ("active", "suspended", "closed", "merged")
 
 
@@ -272,8 +275,8 @@ def erase_member(
 ) -> StatusResult:
     """Remove personal data for good; the ledger and balance stay."""
     member = find_member(session, ctx.id, code, lock=True)
-    changed = member.erased_at is None or any(getattr(member, k) for k in PERSONAL_FIELDS)
-    for key in PERSONAL_FIELDS:
+    changed = member.erased_at is None or any(getattr(member, k) for k in ERASED_FIELDS)
+    for key in ERASED_FIELDS:
         setattr(member, key, None)
     member.email_key = member.phone_rev = None
     if member.erased_at is None:

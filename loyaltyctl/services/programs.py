@@ -13,6 +13,7 @@ from loyaltyctl.rules.program import Program
 from loyaltyctl.rules.program_export import program_fingerprint
 from loyaltyctl.services.context import load_context
 from loyaltyctl.services.program_files import load_program_file
+from loyaltyctl.services.program_guard import guard_new_version
 from loyaltyctl.store.models import Member, ProgramRow, ProgramVersion
 
 
@@ -35,8 +36,11 @@ class ProgramSummary:
     timezone: str
 
 
-def load_program(session: Session, path: Path, *, now: datetime) -> LoadResult:
-    """A new program, a new version of a changed one, or a no-op for an unchanged file."""
+def load_program(
+    session: Session, path: Path, *, now: datetime, move_tiers: dict[str, str] | None = None
+) -> LoadResult:
+    """A new program, a new version of a changed one, or a no-op for an unchanged file.
+    ``move_tiers`` (old tier → new tier) moves the members of tiers a new version drops."""
     spec, source = load_program_file(path)
     fingerprint = program_fingerprint(spec)
     key = spec.program.key
@@ -54,6 +58,9 @@ def load_program(session: Session, path: Path, *, now: datetime) -> LoadResult:
     assert latest is not None
     if latest.fingerprint == fingerprint:
         return LoadResult(key, spec.program.name, latest.version, "unchanged")
+    old = Program.model_validate_json(latest.spec)
+    assert row.id is not None
+    guard_new_version(session, row.id, old, spec, move_tiers or {}, now=now)
     row.name = spec.program.name
     session.add(row)
     return _add_version(

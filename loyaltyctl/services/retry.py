@@ -11,6 +11,7 @@ this (the CLI does at start-up) loads no SQLAlchemy.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -24,6 +25,17 @@ def lost_unique_race(exc: BaseException) -> bool:
     return kind.__name__ == "IntegrityError" and kind.__module__.startswith("sqlalchemy")
 
 
+class _NeverRaised(Exception):
+    pass
+
+
+def _integrity_error() -> type[BaseException]:
+    # Evaluated only when an exception is on its way; without SQLAlchemy loaded no
+    # statement ran, so no unique key can have been lost.
+    module = sys.modules.get("sqlalchemy.exc")
+    return module.IntegrityError if module is not None else _NeverRaised
+
+
 def retry_lost_race(func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     """``func(*args, **kwargs)``, once more if it lost a race on a unique key.
 
@@ -32,7 +44,6 @@ def retry_lost_race(func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> 
     race shows at commit, and the retry needs a fresh transaction that sees the winner."""
     try:
         return func(*args, **kwargs)
-    except Exception as exc:
-        if not lost_unique_race(exc):
-            raise
+    except _integrity_error():
+        pass
     return func(*args, **kwargs)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +41,7 @@ from loyaltyctl.services.ledger import (
     open_lots,
     pending_points,
 )
+from loyaltyctl.services.voucher_refs import claim_use_ref
 from loyaltyctl.store.models import Member, Txn, Voucher
 
 VOUCHER_STATUSES = ("issued", "used", "cancelled", "expired")
@@ -197,6 +198,7 @@ class VoucherView:
     expired_at: datetime | None
     ref: str
     cancel_ref: str | None
+    _duplicate: bool = False  # reward use --ref: an identical retry (only its JSON says)
 
 
 def _views(
@@ -264,13 +266,21 @@ def _find_voucher(
 
 
 def use_voucher(
-    session: Session, ctx: ProgramContext, code: str, *, now: datetime, at: datetime | None = None
+    session: Session,
+    ctx: ProgramContext,
+    code: str,
+    *,
+    now: datetime,
+    at: datetime | None = None,
+    ref: str | None = None,
 ) -> VoucherView:
     """At the till: an issued voucher of an active member becomes used. Refused for one
     used, cancelled or past its date, so a voucher cannot be honoured twice."""
     request = VoucherAction(voucher=code, at=at, now=now)
     code, at = request.voucher, request.at
     voucher = _find_voucher(session, ctx, code, lock=True)
+    if claim_use_ref(session, ctx, voucher, ref):  # an identical retry of a use
+        return replace(_view(session, ctx, voucher, now), _duplicate=True)
     when = at or now
     refuse_before_issue(voucher, when)
     refuse_unless_live(voucher, "used", when)

@@ -88,7 +88,8 @@ def write_statement_files(
             if result is None:
                 continue
             name = statement_file_name(result.member, fmt)
-            (out / name).write_text(render_statement(result, fmt), encoding="utf-8")
+            with atomic_file(out / name, newline=None) as handle:
+                handle.write(render_statement(result, fmt))
             writer.writerow(
                 [
                     result.member,

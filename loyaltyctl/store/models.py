@@ -14,6 +14,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     Index,
+    Integer,
     MetaData,
     Text,
     UniqueConstraint,
@@ -31,6 +32,10 @@ SQLModel.metadata.naming_convention = {
     "pk": "pk_%(table_name)s",
 }
 metadata: MetaData = SQLModel.metadata
+
+# Points, balances and job totals are 64-bit: BIGINT on PostgreSQL; SQLite's INTEGER is
+# already 64-bit, so its tables stay as they are (migration 0006 widens PostgreSQL's).
+POINTS = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class ProgramRow(SQLModel, table=True):
@@ -80,8 +85,8 @@ class Member(SQLModel, table=True):
     erased_at: datetime | None = None
     # Caches of the ledger, kept in the same transaction as the entries; `db check`
     # recomputes them from the entries.
-    balance: int = 0
-    debt: int = 0
+    balance: int = Field(default=0, sa_type=POINTS)
+    debt: int = Field(default=0, sa_type=POINTS)
     last_purchase_at: datetime | None = None
     updated_at: datetime
     # Search keys of ``member find`` (rules.search), kept with the personal data they come
@@ -133,14 +138,14 @@ class Txn(SQLModel, table=True):
     recorded_at: datetime
     amount_minor: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     payload: str = Field(sa_column=Column(Text, nullable=False))
-    points: int = 0
-    balance_after: int = 0
+    points: int = Field(default=0, sa_type=POINTS)
+    balance_after: int = Field(default=0, sa_type=POINTS)
     tier_after: str = ""
     original_id: int | None = Field(default=None, foreign_key="txn.id")
     reason: str | None = None
     # Qualifying activity this transaction adds (negative for returns), dated by
     # `qual_at`: a return counts against the window of the purchase it undoes.
-    qual_points: int = 0
+    qual_points: int = Field(default=0, sa_type=POINTS)
     qual_spend_minor: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     qual_visits: int = 0
     qual_at: datetime
@@ -165,8 +170,8 @@ class PointsLot(SQLModel, table=True):
     earned_at: datetime
     available_at: datetime
     expires_on: date | None = None
-    points: int
-    remaining: int
+    points: int = Field(sa_type=POINTS)
+    remaining: int = Field(sa_type=POINTS)
 
 
 class PointsEntry(SQLModel, table=True):
@@ -187,7 +192,7 @@ class PointsEntry(SQLModel, table=True):
     job_run_id: int | None = Field(default=None, foreign_key="job_run.id", index=True)
     lot_id: int | None = Field(default=None, foreign_key="points_lot.id", index=True)
     kind: str = Field(max_length=16)
-    points: int
+    points: int = Field(sa_type=POINTS)
     at: datetime
     recorded_at: datetime
     program_version_id: int = Field(foreign_key="program_version.id")
@@ -195,7 +200,11 @@ class PointsEntry(SQLModel, table=True):
 
 class Voucher(SQLModel, table=True):
     __tablename__ = "voucher"
-    __table_args__ = (Index("ix_voucher_member_status", "member_id", "status"),)
+    __table_args__ = (
+        Index("ix_voucher_member_status", "member_id", "status"),
+        # A till's reference for using a voucher: its retry is recognised as such.
+        Index("ix_voucher_use_ref", "program_id", "use_ref", unique=True),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     program_id: int = Field(foreign_key="program.id")
@@ -207,7 +216,7 @@ class Voucher(SQLModel, table=True):
     reward_kind: str = Field(max_length=32)
     reward_value: str | None = None
     reward_product: str | None = None
-    points: int
+    points: int = Field(sa_type=POINTS)
     status: str = Field(default="issued", max_length=16)
     issued_at: datetime
     expires_at: datetime
@@ -215,6 +224,7 @@ class Voucher(SQLModel, table=True):
     cancelled_at: datetime | None = None
     expired_at: datetime | None = None
     cancel_txn_id: int | None = Field(default=None, foreign_key="txn.id")
+    use_ref: str | None = Field(default=None, max_length=200)
 
 
 class JobRun(SQLModel, table=True):
@@ -228,10 +238,10 @@ class JobRun(SQLModel, table=True):
     status: str = Field(max_length=16)
     started_at: datetime
     finished_at: datetime | None = None
-    members: int = 0
-    points: int = 0
-    upgraded: int = 0
-    downgraded: int = 0
+    members: int = Field(default=0, sa_type=POINTS)
+    points: int = Field(default=0, sa_type=POINTS)
+    upgraded: int = Field(default=0, sa_type=POINTS)
+    downgraded: int = Field(default=0, sa_type=POINTS)
     detail: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 

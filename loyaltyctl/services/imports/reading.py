@@ -114,6 +114,30 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number")
 
 
+class _DuplicateField(ValueError):
+    pass
+
+
+def _unique_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose field appears twice is refused: which value would count?"""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _DuplicateField(f"field {key!r} appears twice")
+        obj[key] = value
+    return obj
+
+
+def _is_text(value: str) -> bool:
+    """False for a string with a lone surrogate (``"\\ud800"``), which no database or
+    UTF-8 file can hold."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class ImportFile:
     """A CSV file with a header row, or JSON Lines; columns in any order, unknown ones
     refused for the whole file."""
@@ -260,13 +284,26 @@ class ImportFile:
                     continue
                 try:
                     obj = json.loads(
-                        line, parse_float=str, parse_int=str, parse_constant=_no_constant
+                        line,
+                        parse_float=str,
+                        parse_int=str,
+                        parse_constant=_no_constant,
+                        object_pairs_hook=_unique_fields,
                     )
+                except _DuplicateField as exc:
+                    yield SourceRow(number, [""] * width, line, str(exc))
+                    continue
                 except ValueError as exc:
                     yield SourceRow(number, [""] * width, line, f"not valid JSON: {exc}")
                     continue
+                except RecursionError:
+                    yield SourceRow(number, [""] * width, line, "not valid JSON: nested too deeply")
+                    continue
                 if not isinstance(obj, dict):
                     yield SourceRow(number, [""] * width, line, "not a JSON object")
+                    continue
+                if not all(_is_text(key) for key in obj):
+                    yield SourceRow(number, [""] * width, line, "a field name is not text")
                     continue
                 if "line" in obj:  # a row of a rejects file: see _read_header
                     obj = rejected_row(obj)
@@ -283,7 +320,9 @@ class ImportFile:
                 for key, value in obj.items():
                     if value is None:
                         continue
-                    if isinstance(value, str):
+                    if isinstance(value, str) and not _is_text(value):
+                        problem = f"field {key!r} holds a lone surrogate, not text"
+                    elif isinstance(value, str):
                         values[index[key]] = value.strip()
                     else:
                         problem = f"field {key!r} must be a string or a number"

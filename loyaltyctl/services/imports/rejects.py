@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loyaltyctl.errors import Conflict, InvalidInput, LoyaltyError, NotAllowed, NotFound
+from loyaltyctl.services.files import OutputFile, write_error
 
 if TYPE_CHECKING:
     from loyaltyctl.services.imports.reading import ImportFile, SourceRow
@@ -46,12 +47,11 @@ class RejectsFile:
     def __init__(self, path: Path, source: ImportFile) -> None:
         self.path = path
         self.format = source.format
-        try:
-            self._fh = path.open(
-                "w", encoding="utf-8", newline="" if self.format == "csv" else None
-            )
-        except OSError as exc:
-            raise InvalidInput(f"cannot write the rejects file {path}: {exc.strerror}") from exc
+        # Written beside its name and renamed into place when the import ends.
+        self._file = OutputFile(
+            path, what="--rejects", newline="" if self.format == "csv" else None
+        )
+        self._fh = self._file.open()
         self._csv: Any = None
         if self.format == "csv":
             self._csv = csv.writer(self._fh)
@@ -65,22 +65,17 @@ class RejectsFile:
             if self._csv is not None:
                 self._csv.writerow([row.line, item.reason, *row.original[self._meta :]])
                 continue
-            try:
-                obj = json.loads(row.original)
-            except ValueError:
-                obj = None
-            if isinstance(obj, dict):
-                if "line" in obj:
-                    obj = rejected_row(obj)
-                out = {"line": row.line, "reason": item.reason}
-                out.update({_renamed(k): v for k, v in obj.items()})
-            else:
-                out = {"line": row.line, "reason": item.reason, "raw": row.original}
-            self._fh.write(json.dumps(out, ensure_ascii=False) + "\n")
-        self._fh.flush()
+            self._fh.write(_json_reject(row.line, item.reason, row.original) + "\n")
+        try:
+            self._fh.flush()
+        except OSError as exc:
+            self._file.abort()
+            raise write_error(self.path, exc, "--rejects") from exc
 
     def close(self) -> None:
-        self._fh.close()
+        """The rows rejected so far, in place: also after a failure part-way, since the
+        batches committed before it had those rows refused."""
+        self._file.commit()
 
 
 REJECT_COLUMNS = ("line", "reason")
@@ -102,3 +97,31 @@ def rejected_row(obj: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------
 # Rules of each program version, with the derived values a batch needs per row
+
+
+def _json_reject(line: int, reason: str, original: str) -> str:
+    """A JSON Lines reject: ``line`` and ``reason`` first, then the row as it was written
+    (its numbers, spacing and escapes untouched). A row of an earlier rejects file, or
+    one with its own ``reason`` field (kept as ``adjust_reason``), is rebuilt instead;
+    a line that is not a JSON object is kept whole as ``raw``."""
+    head = {"line": line, "reason": reason}
+    try:
+        obj = json.loads(original)
+    except (ValueError, RecursionError):
+        obj = None
+    text = original.strip()
+    if isinstance(obj, dict) and "line" not in obj and "reason" not in obj:
+        body = text[1:].lstrip()
+        opening = json.dumps(head, ensure_ascii=False)[:-1]
+        return opening + ("}" if body.startswith("}") else ", " + body)
+    if isinstance(obj, dict):
+        if "line" in obj:
+            obj = rejected_row(obj)
+        out: dict[str, Any] = {**head, **{_renamed(k): v for k, v in obj.items()}}
+    else:
+        out = {**head, "raw": original}
+    try:
+        return json.dumps(out, ensure_ascii=False).encode("utf-8").decode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (``"\\ud800"``) is kept as the escape it was written as.
+        return json.dumps(out, ensure_ascii=True)

@@ -149,7 +149,7 @@ class FileImport:
 
 def _bad_rows(summary: ImportSummary, file: Path) -> InvalidInput:
     count = summary.rejected
-    lines = [f"  line {r.row.line}: {r.reason}" for r in summary.first_rejected]
+    lines = [f"  line {r.row.line}: {_cut(r.reason)}" for r in summary.first_rejected]
     if count > len(lines):
         lines.append(f"  … and {count - len(lines)} more")
     what = "would be imported (dry run)" if summary.dry_run else "was imported"
@@ -158,4 +158,26 @@ def _bad_rows(summary: ImportSummary, file: Path) -> InvalidInput:
         + "\n".join(lines),
         hint="fix them, or pass --rejects FILE to import the good rows and set the bad ones "
         "aside (with --dry-run to only list them)",
+    )
+
+
+REASON_WIDTH = 200
+
+
+def _cut(reason: str) -> str:
+    """One reason on one line of reasonable length: a row may quote a huge value."""
+    reason = " ".join(reason.split())
+    return reason if len(reason) <= REASON_WIDTH else reason[: REASON_WIDTH - 1] + "…"
+
+
+def stopped_note(summary: ImportSummary) -> str | None:
+    """What an import that stopped part-way left in the database, or None when nothing
+    was committed."""
+    if not summary.rows:
+        return None
+    return (
+        f"the import stopped after {summary.rows:,} rows of {summary.file}:"
+        f" {summary.applied:,} applied, {summary.duplicates:,} duplicates,"
+        f" {summary.rejected:,} rejected are committed; run the same command again to"
+        " finish the job (rows already in are duplicates)"
     )

@@ -13,6 +13,7 @@ from loyaltyctl.errors import InvalidInput
 from loyaltyctl.ledger.requests import TxnRow
 from loyaltyctl.ledger.rulebook import VersionRules
 from loyaltyctl.ledger.state import MemberState
+from loyaltyctl.rules.categories import normalise_category
 from loyaltyctl.rules.limits import (
     CLOCK_SKEW,
     FIRST_YEAR,
@@ -120,8 +121,8 @@ class TxnImporter(Importer):
             or not ref.isprintable()
         ):
             return None
-        category = v[_T_CATEGORY] or None
-        if category is not None and "\x00" in category:
+        category = normalise_category(v[_T_CATEGORY])
+        if category is not None and (not category.isprintable() or len(category) > 64):
             return None
         store = v[_T_STORE] or None
         if store is not None and (len(store) > STORE_LENGTH or not store.isprintable()):
@@ -186,7 +187,7 @@ class TxnImporter(Importer):
                 hint="give the amount paid, e.g. 12.50",
             )
         if kind == "purchase":
-            row.category = check_text(v[_T_CATEGORY], "category") or None
+            row.category = normalise_category(check_text(v[_T_CATEGORY], "category", 64))
         else:
             row.original = check_text(v[_T_ORIGINAL], "original", 200)
             if not row.original:

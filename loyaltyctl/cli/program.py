@@ -1,4 +1,4 @@
-"""``program validate|load|list|show|export|new``."""
+"""``program validate|load|list|show|export|versions|diff|new``."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from loyaltyctl.cli.common import (
 from loyaltyctl.errors import InvalidInput, ProgramInvalid
 
 app = typer.Typer(
-    help="Program files: validate, load as versions, show, export.", no_args_is_help=True
+    help="Program files: validate, load as versions, show, diff, export, simulate.",
+    no_args_is_help=True,
 )
 
 
@@ -64,9 +65,18 @@ def validate(
 @command
 def load(
     file: Annotated[Path, typer.Argument(help="Program TOML file.")],
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Show what would change against the loaded version; load nothing."
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Load a program: a new program, a new version of a changed file, or a no-op."""
+    if dry_run:
+        _load_preview(file, json_out)
+        return
     from loyaltyctl.services.programs import load_program
 
     with open_session() as session:
@@ -80,6 +90,37 @@ def load(
         "unchanged": f"program {result.program} unchanged (version {result.version})",
     }[result.status]
     say(message)
+
+
+def _load_preview(file: Path, json_out: bool) -> None:
+    from loyaltyctl.rules.program_diff import describe
+    from loyaltyctl.services.programs import preview_load
+
+    with open_session(write=False) as session:
+        preview = preview_load(session, file)
+    if json_out:
+        emit_json(
+            {
+                "program": preview.program,
+                "status": preview.status,
+                "version": preview.version,
+                "loaded_version": preview.loaded,
+                "changes": preview.changes,
+                "dry_run": True,
+            }
+        )
+        return
+    if preview.status == "created":
+        say(f"would load new program {preview.program}, version 1 (nothing loaded: --dry-run)")
+    elif preview.status == "unchanged":
+        say(f"program {preview.program} unchanged (version {preview.version}): nothing to load")
+    else:
+        say(
+            f"would load program {preview.program} version {preview.version}; "
+            f"changes against version {preview.loaded} (nothing loaded: --dry-run):"
+        )
+        for change in preview.changes:
+            say(f"  {describe(change)}")
 
 
 @app.command("list")
@@ -164,22 +205,74 @@ def _expiry_text(expiry: object) -> str:
 @command
 def export(
     key: Annotated[
-        str | None, typer.Argument(help="Program key (optional with one program).")
+        str | None,
+        typer.Argument(
+            help="Program key (optional with one program), or KEY@VERSION for an older version."
+        ),
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file.")] = None,
 ) -> None:
-    """Write the loaded (current) version back as TOML."""
+    """Write a loaded version back as TOML: the current one, or KEY@VERSION."""
     from loyaltyctl.rules.program_export import program_to_toml
-    from loyaltyctl.services.programs import show_program
+    from loyaltyctl.services.programs import show_program, stored_version, version_ref
 
+    found = version_ref(key) if key is not None else None
     with open_session(write=False) as session:
-        detail = show_program(session, key)
-    text = program_to_toml(detail.spec)
+        spec = stored_version(session, *found) if found else show_program(session, key).spec
+    text = program_to_toml(spec)
     if out is None:
         print(text, end="")
         return
     out.write_text(text, encoding="utf-8")
     err(f"wrote {out}")
+
+
+@app.command("versions")
+@command
+def versions(
+    key: Annotated[
+        str | None, typer.Argument(help="Program key (optional with one program).")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Every loaded version of a program: number, load time, fingerprint."""
+    from loyaltyctl.services.programs import list_versions
+
+    with open_session(write=False) as session:
+        rows = list_versions(session, key)
+    if json_out:
+        emit_json(rows)
+        return
+    print_table(
+        ["version", "loaded", "fingerprint"],
+        [[r.version, r.loaded_at, r.fingerprint[:12]] for r in rows],
+    )
+
+
+@app.command("diff")
+@command
+def diff(
+    old: Annotated[str, typer.Argument(help="A program file, or KEY@VERSION of a loaded one.")],
+    new: Annotated[str, typer.Argument(help="A program file, or KEY@VERSION of a loaded one.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """What changed from OLD to NEW, key by key (earn.per_unit: 10 → 12)."""
+    from loyaltyctl.rules.program_diff import describe, diff_programs
+    from loyaltyctl.services.programs import resolve_program, version_ref
+
+    if any(version_ref(ref) is not None and not Path(ref).exists() for ref in (old, new)):
+        with open_session(write=False) as session:
+            before, after = resolve_program(session, old), resolve_program(session, new)
+    else:
+        before, after = resolve_program(None, old), resolve_program(None, new)
+    changes = diff_programs(before, after)
+    if json_out:
+        emit_json(changes)
+        return
+    if not changes:
+        say("no changes")
+    for change in changes:
+        say(describe(change))
 
 
 @app.command("new")

@@ -1,9 +1,10 @@
-"""``program validate|load|list|show|export|versions|diff|new``."""
+"""``program validate|load|list|show|export|versions|diff|simulate|new``."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -12,11 +13,13 @@ from loyaltyctl.cli.common import (
     command,
     emit_json,
     err,
+    is_terminal,
     now,
     open_session,
     print_fields,
     print_table,
     say,
+    to_jsonable,
 )
 from loyaltyctl.errors import InvalidInput, ProgramInvalid
 
@@ -294,3 +297,132 @@ def new(
         raise InvalidInput(f"{out} already exists", hint="pass --force to overwrite it")
     out.write_text(text, encoding="utf-8")
     err(f"wrote {out}: edit it, then run: loyaltyctl program validate {out}")
+
+
+@app.command("simulate")
+@command
+def simulate(
+    file: Annotated[Path, typer.Argument(help="The program file to try on the history.")],
+    from_: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="FILE is in force from this day or time (program time zone). "
+            "Default: the first transaction.",
+        ),
+    ] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", help="Replay up to the end of this day. Default: today.")
+    ] = None,
+    members_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--members-out",
+            help="Write the members whose balance or tier differs (CSV, or JSON Lines for .jsonl).",
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Replay the program's history under FILE in memory and compare it with the real
+    ledger: points, liability, rates, tiers. Writes nothing to the database."""
+    from loyaltyctl.rules.timeutil import parse_day, parse_when
+    from loyaltyctl.services.program_files import load_program_file
+    from loyaltyctl.services.simulate import simulate as run
+
+    spec, _ = load_program_file(file)
+    tz = spec.program.tz
+    first = parse_when(from_, tz, what="--from") if from_ else None
+    last = parse_day(to, what="--to") if to else None
+    with open_session(write=False) as session:
+        result = run(session, spec, first=first, last=last, now=now(), members_out=members_out)
+    if json_out:
+        data = to_jsonable(result)
+        data.pop("first")
+        data["from"] = data.pop("from_")
+        order = ["program", "from", "to", "actual", "simulated", "delta", "tier_moves"]
+        emit_json({**{k: data.pop(k) for k in order}, **data})
+        return
+    _render_simulation(result)
+
+
+def _render_simulation(result: Any) -> None:
+    from loyaltyctl.services.simulate import FIGURES
+
+    print_table(
+        ["figure", "actual", "simulated", "delta"],
+        [
+            [
+                name,
+                getattr(result.actual, name),
+                getattr(result.simulated, name),
+                _signed(result.delta[name]),
+            ]
+            for name in FIGURES
+        ],  # fmt: skip
+        title=f"program {result.program}: {result.from_} to {result.to}",
+    )
+    tiers = list(dict.fromkeys([*result.actual.tiers, *result.simulated.tiers]))
+    print_table(
+        ["tier", "actual", "simulated"],
+        [[t, result.actual.tiers.get(t, 0), result.simulated.tiers.get(t, 0)] for t in tiers],
+    )
+    for move in result.tier_moves:
+        say(f"{move['members']} member(s) {move['from']} → {move['to']}")
+    say(
+        f"members changed: {result.members_changed}; redemptions refused: "
+        f"{result.redemptions_refused}"
+        + (
+            f" (cancellations skipped: {result.cancellations_skipped})"
+            if result.cancellations_skipped
+            else ""
+        )
+    )
+    for kind, count in result.refused.items():
+        say(f"refused by the rules: {count} {kind}")
+    if result.members_out:
+        err(f"wrote {result.members_out}")
+    _liability_chart(result.monthly, result.currency)
+
+
+def _signed(value: Any) -> str:
+    text = str(value)
+    return (
+        text
+        if text.startswith("-") or text in ("0", "0.0") or set(text) <= {"0", "."}
+        else f"+{text}"
+    )
+
+
+def _liability_chart(months: list[Any], currency: str) -> None:
+    """Month-end liability, actual beside simulated, as bars."""
+    if not months:
+        return
+    from decimal import Decimal
+
+    values = [
+        (m.month, Decimal(m.actual_liability), Decimal(m.simulated_liability)) for m in months
+    ]
+    top = max(max(a, s) for _, a, s in values) or Decimal(1)
+    width = 40
+
+    def bar(value: Decimal) -> str:
+        return "█" * int(value / top * width)
+
+    if is_terminal():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"liability at month end ({currency})", title_justify="left", box=None)
+        table.add_column("month")
+        table.add_column("")
+        table.add_column("", justify="right")
+        table.add_column("bar")
+        for month, actual, sim in values:
+            table.add_row(month, "actual", str(actual), f"[blue]{bar(actual)}[/]")
+            table.add_row("", "simulated", str(sim), f"[yellow]{bar(sim)}[/]")
+        Console(no_color=bool(os.environ.get("NO_COLOR"))).print(table)
+        return
+    say(f"liability at month end ({currency})")
+    for month, actual, sim in values:
+        say(f"{month}  actual     {actual:>12}  {bar(actual)}")
+        say(f"{'':7}  simulated  {sim:>12}  {bar(sim)}")

@@ -144,6 +144,8 @@ class Replay:
             tracker.fresh(member_id)
         self.kernel.member_ids = iter((member_id,))
         m = self.kernel.enroll(MemberRow(None, code, {}, at, 0, None))
+        # Made before the member had a lot list: the signup bonus (every other event
+        # drains its postings, so these rows are this enrolment's).
         m.lots = [OpenLot(r[0], r[2], r[6], r[4], r[LOT_REMAINING], r) for r in self.postings.lots]
         m.lots_complete = True
         self._drain()
@@ -154,6 +156,7 @@ class Replay:
             "adjust",
             lambda: self.kernel.opening(m, MemberRow(None, code, {}, None, points, expires)),
         )
+        self._drain()
 
     def txn(self, row: TxnRow, recorded_id: int) -> None:
         """A purchase, return or adjustment; one the rules refuse is counted by kind."""

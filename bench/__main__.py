@@ -1,4 +1,4 @@
-"""``make bench``: import, start-up, expiry and statement benchmarks, printed as a table
+"""``make bench``: import, start-up, expiry, statement and simulation benchmarks, printed as a table
 and recorded in docs/performance.md.
 
     .venv/bin/python -m bench [--quick] [--purchases N] [--members N] [--pg-purchases N]
@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, help="repeats of each start-up timing")
     parser.add_argument("--expire-lots", type=int, help="lots for bench_expire.py")
     parser.add_argument("--statement-members", type=int, help="members for bench_statements.py")
-    parser.add_argument("--only", choices=("import", "expire", "statements"))
+    parser.add_argument("--simulate-purchases", type=int, help="purchases for bench_simulate.py")
+    parser.add_argument("--only", choices=("import", "expire", "statements", "simulate"))
     parser.add_argument("--no-record", action="store_true", help="do not write the docs page")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -122,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     runs = args.runs or (3 if quick else 7)
     expire_lots = args.expire_lots or (20_000 if quick else 200_000)
     statement_members = args.statement_members or (2_000 if quick else 20_000)
+    # Smaller than the import's million: the simulation rebuilds that database first.
+    simulate_purchases = args.simulate_purchases or (20_000 if quick else 200_000)
     os.environ.setdefault("NO_COLOR", "1")
 
     started = datetime.now(UTC)
@@ -137,6 +140,8 @@ def main(argv: list[str] | None = None) -> None:
         others.append(("bench_expire", ["--lots", str(expire_lots)]))
     if args.only in (None, "statements"):
         others.append(("bench_statements", ["--members", str(statement_members)]))
+    if args.only in (None, "simulate"):
+        others.append(("bench_simulate", ["--purchases", str(simulate_purchases)]))
     for module, module_argv in others:
         print(f"\n{module} {' '.join(module_argv)}", flush=True)
         output = other_bench(module, module_argv)

@@ -91,7 +91,7 @@ def histories(draw: st.DrawFn) -> dict[str, Any]:
             op["lines"] = [
                 (
                     draw(st.sampled_from(["", "", "beans", "gift"])),
-                    f"{draw(st.integers(min_value=1, max_value=400))}.{draw(st.integers(0, 99)):02d}",
+                    f"{draw(st.integers(1, 400))}.{draw(st.integers(0, 99)):02d}",
                 )
                 for _ in range(count)
             ]
@@ -157,7 +157,8 @@ def _apply(engine: Any, folder: Path, op: dict[str, Any], source: dict[str, str]
 
                 code = session.execute(
                     text(
-                        "SELECT v.code FROM voucher v JOIN txn t ON t.id = v.txn_id WHERE t.ref = :r"
+                        "SELECT v.code FROM voucher v JOIN txn t ON t.id = v.txn_id "
+                        "WHERE t.ref = :r"
                     ),
                     {"r": op["redemption"]},
                 ).scalar()

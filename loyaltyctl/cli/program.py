@@ -308,7 +308,7 @@ def simulate(
         typer.Option(
             "--from",
             help="FILE is in force from this day or time (program time zone). "
-            "Default: the first transaction.",
+            "Default: the first enrolment or transaction.",
         ),
     ] = None,
     to: Annotated[

@@ -293,7 +293,7 @@ def simulate(
     members_out: Path | None = None,
 ) -> SimulationResult:
     """Replay the program's history under ``spec`` from ``first`` (default: the first
-    transaction) to the end of ``last`` (default: today); writes nothing."""
+    enrolment or transaction) to the end of ``last`` (default: today); writes nothing."""
     if session.get_bind().dialect.name == "postgresql":
         # One snapshot for every query of the run.
         session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
@@ -303,12 +303,15 @@ def simulate(
     end = local_midnight(last + timedelta(days=1), tz)
     given = first
     if first is None:
-        found = (
-            session.connection()
-            .execute(select(func.min(_txn.c.occurred_at)).where(_txn.c.program_id == ctx.id))
-            .scalar()
-        )
-        first = as_utc(found) if found is not None else local_midnight(last, tz)
+        # The first thing that happened: an enrolment (its signup bonus is FILE's too)
+        # or a transaction.
+        conn = session.connection()
+        starts = [
+            conn.execute(select(func.min(column)).where(table.c.program_id == ctx.id)).scalar()
+            for table, column in ((_txn, _txn.c.occurred_at), (_member, _member.c.enrolled_at))
+        ]
+        found = [as_utc(value) for value in starts if value is not None]
+        first = min(found) if found else local_midnight(last, tz)
     if first >= end:
         raise InvalidInput(f"--from {local_date(first, tz)} is after --to {last}")
     sim_ctx = simulated_context(ctx, spec, first)

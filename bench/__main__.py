@@ -1,9 +1,9 @@
-"""``make bench``: import, start-up, expiry and statement benchmarks, printed as a table
+"""``make bench``: import, start-up, expiry, statement and simulation benchmarks, printed as a table
 and recorded in docs/performance.md.
 
     .venv/bin/python -m bench [--quick] [--purchases N] [--members N] [--pg-purchases N]
                               [--runs N] [--no-record]
-                              [--only import|expire|statements|economics|find]
+                              [--only import|expire|statements|economics|find|simulate]
 
 Each figure is measured next to a floor taken in the same run on the same machine (raw
 sqlite3 or psycopg storing the same rows; the bare import of SQLModel for a single
@@ -112,7 +112,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--expire-lots", type=int, help="lots for bench_expire.py")
     parser.add_argument("--statement-members", type=int, help="members for bench_statements.py")
     parser.add_argument("--find-members", type=int, help="members for bench_find.py")
-    parser.add_argument("--only", choices=("import", "expire", "statements", "economics", "find"))
+    parser.add_argument("--simulate-purchases", type=int, help="purchases for bench_simulate.py")
+    parser.add_argument(
+        "--only",
+        choices=("import", "expire", "statements", "economics", "find", "simulate"),
+    )
     parser.add_argument("--no-record", action="store_true", help="do not write the docs page")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -125,6 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     expire_lots = args.expire_lots or (20_000 if quick else 200_000)
     statement_members = args.statement_members or (2_000 if quick else 20_000)
     find_members = args.find_members or (10_000 if quick else 100_000)
+    # Smaller than the import's million: the simulation rebuilds that database first.
+    simulate_purchases = args.simulate_purchases or (20_000 if quick else 200_000)
     os.environ.setdefault("NO_COLOR", "1")
 
     started = datetime.now(UTC)
@@ -144,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
         others.append(("bench_economics", ["--members", str(statement_members)]))
     if args.only in (None, "find"):
         others.append(("bench_find", ["--members", str(find_members)]))
+    if args.only in (None, "simulate"):
+        others.append(("bench_simulate", ["--purchases", str(simulate_purchases)]))
     for module, module_argv in others:
         print(f"\n{module} {' '.join(module_argv)}", flush=True)
         output = other_bench(module, module_argv)

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from dateutil.relativedelta import relativedelta
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -48,6 +47,7 @@ from sqlmodel import Session
 from sqlmodel.sql.sqltypes import UTCDateTime
 
 from loyaltyctl.errors import InvalidInput
+from loyaltyctl.ledger.nightly import latest_start as _latest_start
 from loyaltyctl.rules.expiry import inactivity_due
 from loyaltyctl.rules.program import Program
 from loyaltyctl.rules.timeutil import end_of_local_day, local_date, local_midnight
@@ -171,18 +171,6 @@ def _temp_tables(session: Session, *tables: Table) -> Iterator[None]:
 
 def _temp(name: str, *columns: Column[Any]) -> Table:
     return Table(name, MetaData(), *columns, prefixes=["TEMPORARY"])
-
-
-def _latest_start(as_of: date, due: Callable[[date], date | None]) -> date:
-    """The latest day ``d`` with ``due(d) <= as_of``, for a ``due`` that adds months:
-    month-end clamping makes several days share one due date (Jan 29–31 + 1 month are
-    all Feb 28), so step forward from the naive answer."""
-    probe = as_of - relativedelta(months=1)
-    while (value := due(probe)) is not None and value > as_of:
-        probe -= relativedelta(months=1)
-    while (value := due(probe + timedelta(days=1))) is not None and value <= as_of:
-        probe += timedelta(days=1)
-    return probe
 
 
 # ---- points expiry --------------------------------------------------------------------

@@ -9,7 +9,9 @@ from pathlib import Path
 from sqlalchemy import and_, func
 from sqlmodel import Session, col, select
 
+from loyaltyctl.errors import InvalidInput, NotFound
 from loyaltyctl.rules.program import Program
+from loyaltyctl.rules.program_diff import Change, diff_programs
 from loyaltyctl.rules.program_export import program_fingerprint
 from loyaltyctl.services.context import load_context
 from loyaltyctl.services.program_files import load_program_file
@@ -156,3 +158,82 @@ def show_program(session: Session, key: str | None) -> ProgramDetail:
         spec=ctx.spec,
         source=row.source,
     )
+
+
+# ---- versions, diffs, a load that only shows what it would change -------------------
+
+
+@dataclass
+class VersionRow:
+    version: int
+    loaded_at: datetime
+    fingerprint: str
+
+
+def list_versions(session: Session, key: str | None) -> list[VersionRow]:
+    """Every loaded version of a program, oldest first."""
+    ctx = load_context(session, key)
+    rows = session.exec(
+        select(ProgramVersion)
+        .where(ProgramVersion.program_id == ctx.id)
+        .order_by(col(ProgramVersion.version))
+    ).all()
+    return [VersionRow(r.version, r.loaded_at, r.fingerprint) for r in rows]
+
+
+def version_ref(text: str) -> tuple[str, int] | None:
+    """``KEY@VERSION`` → (key, version); None for anything else (a file name)."""
+    key, at, number = text.rpartition("@")
+    if not at or not key or not number.isascii() or not number.isdigit():
+        return None
+    return key, int(number)
+
+
+def stored_version(session: Session, key: str, version: int) -> Program:
+    """The model of one loaded version of a program."""
+    ctx = load_context(session, key)
+    for info in ctx.versions:
+        if info.version == version:
+            return info.spec
+    known = ", ".join(str(info.version) for info in ctx.versions)
+    raise NotFound(
+        f"program {key} has no version {version} (versions: {known})",
+        hint=f"see them with: loyaltyctl program versions {key}",
+    )
+
+
+def resolve_program(session: Session | None, ref: str) -> Program:
+    """A program file, or ``KEY@VERSION`` of a loaded program (an existing file of that
+    name wins: files are what people pass most)."""
+    found = version_ref(ref)
+    if found is None or Path(ref).exists():
+        return load_program_file(Path(ref))[0]
+    if session is None:
+        raise InvalidInput(f"{ref} names a loaded version: it needs a database")
+    return stored_version(session, *found)
+
+
+@dataclass
+class LoadPreview:
+    program: str
+    status: str  # "created" | "new-version" | "unchanged", as load would report
+    version: int
+    loaded: int | None
+    changes: list[Change]
+
+
+def preview_load(session: Session, path: Path) -> LoadPreview:
+    """What ``load_program`` would do with ``path``, and the diff against the loaded
+    version; writes nothing."""
+    spec, _ = load_program_file(path)
+    key = spec.program.key
+    row = session.exec(select(ProgramRow).where(ProgramRow.key == key)).first()
+    if row is None:
+        return LoadPreview(key, "created", 1, None, [])
+    ctx = load_context(session, key)
+    latest = session.get(ProgramVersion, ctx.latest.id)
+    assert latest is not None
+    if latest.fingerprint == program_fingerprint(spec):
+        return LoadPreview(key, "unchanged", latest.version, latest.version, [])
+    changes = diff_programs(ctx.spec, spec)
+    return LoadPreview(key, "new-version", latest.version + 1, latest.version, changes)

@@ -19,6 +19,7 @@ from sqlmodel import Session, col
 
 from loyaltyctl.errors import InvalidInput
 from loyaltyctl.rules.money import format_amount
+from loyaltyctl.rules.program import Program
 from loyaltyctl.rules.timeutil import as_utc, local_date, local_midnight
 from loyaltyctl.services.context import ProgramContext
 from loyaltyctl.services.statements import entry_known, period_of, spec_at, txn_known
@@ -173,10 +174,6 @@ def summary(
         tiers = _tiers_from_history(session, known_members, as_of, spec.tier_keys(), members)
     else:
         tiers = _current_tiers(session, known_members, spec.tier_keys())
-    digits = spec.program.minor_digits
-    liability = (Decimal(outstanding) * spec.program.point_value).quantize(
-        Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP
-    )
     return SummaryReport(
         program=ctx.key,
         as_of=as_of,
@@ -186,7 +183,7 @@ def summary(
         points_redeemed=flows.redeemed,
         points_expired=flows.expired,
         points_outstanding=outstanding,
-        liability=format_amount(liability, digits),
+        liability=liability_of(outstanding, spec),
         redemption_rate=_rate(flows.redeemed, flows.issued),
         breakage_rate=_rate(flows.expired, flows.issued),
         tiers=tiers,
@@ -210,7 +207,9 @@ def summary(
             points_adjusted_in=in_period.adjusted_in,
             points_adjusted_out=in_period.adjusted_out,
         ),
-        stores=_by_store(session, ctx.id, period, moment, digits) if by == "store" else None,
+        stores=_by_store(session, ctx.id, period, moment, spec.program.minor_digits)
+        if by == "store"
+        else None,
     )
 
 
@@ -266,6 +265,19 @@ def _by_store(
     return sorted(figures, key=lambda f: (f.store is None, f.store or ""))
 
 
+def liability_of(outstanding: int, spec: Program) -> str:
+    """What the outstanding points cost the business, in the program's currency."""
+    digits = spec.program.minor_digits
+    value = (Decimal(outstanding) * spec.program.point_value).quantize(
+        Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP
+    )
+    return format_amount(value, digits)
+
+
+def rate(part: int, whole: int) -> float:
+    return _rate(part, whole)
+
+
 def _count(session: Session, stmt: Any) -> int:
     return int(session.connection().execute(stmt).scalar_one() or 0)
 
@@ -301,6 +313,12 @@ def _flows(session: Session, program_id: int, condition: ColumnElement[bool]) ->
         kind: (int(plus or 0), int(minus or 0))
         for kind, plus, minus in session.connection().execute(stmt)
     }
+    return flows_of(sums)
+
+
+def flows_of(sums: dict[str, tuple[int, int]]) -> _Flows:
+    """The summary's flows from the entries' sums per kind (points in, points out): the
+    one definition of issued, redeemed and expired, for the ledger and for a simulated one."""
 
     def net(kind: str) -> int:
         plus, minus = sums.get(kind, (0, 0))
@@ -388,4 +406,12 @@ def _current_tiers(session: Session, known_members: Any, keys: list[str]) -> dic
     return counts
 
 
-__all__ = ["PeriodFigures", "SummaryReport", "report_days", "summary"]
+__all__ = [
+    "PeriodFigures",
+    "SummaryReport",
+    "flows_of",
+    "liability_of",
+    "rate",
+    "report_days",
+    "summary",
+]

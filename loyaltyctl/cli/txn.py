@@ -14,6 +14,7 @@ from loyaltyctl.cli.common import (
     emit_json,
     now,
     open_session,
+    print_fields,
     print_table,
     program_context,
     say,
@@ -253,4 +254,60 @@ def list_(
             [r.at, r.ref, r.kind, r.amount, f"{r.points:+d}", r.balance, r.original or r.reason]
             for r in rows
         ],
+    )
+
+
+@app.command("show")
+@command
+def show(
+    ref: Annotated[str, typer.Argument(help="The transaction's reference.", metavar="REF")],
+    program: ProgramOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """How a transaction's points were worked out: lines, multipliers, promotions by
+    name, rounding, program version, and the entries it made."""
+    from loyaltyctl.services.txn_show import show_txn
+
+    with open_session(write=False) as session:
+        ctx = program_context(session, program)
+        detail = show_txn(session, ctx, ref)
+    if json_out:
+        emit_json(detail)
+        return
+    print_fields(
+        [
+            ("ref", detail.ref),
+            ("member", detail.member),
+            ("kind", detail.kind),
+            ("at", detail.at),
+            ("amount", detail.amount),
+            ("points", f"{detail.points:+d}"),
+            ("program version", detail.program_version),
+            ("reason", detail.reason),
+        ],
+        title=f"transaction {detail.ref}",
+    )
+    if detail.kind == "purchase":
+        print_table(
+            ["category", "amount", "multiplier", "promotions"],
+            [
+                [
+                    line["category"] or "-",
+                    line["amount"],
+                    "excluded" if line["excluded"] else line["multiplier"],
+                    ", ".join(line["promotions"]),
+                ]
+                for line in detail.lines
+            ],
+        )
+        promos = ", ".join(f"{p['name']} ×{p['multiplier']}" for p in detail.promotions)
+        say(
+            f"{detail.per_unit} points per unit × category × tier {detail.tier} "
+            f"×{detail.tier_multiplier}"
+            + (f" × {promos}" if promos else "")
+            + f" = {detail.before_rounding}, rounded {detail.rounding} → {detail.points}"
+        )
+    print_table(
+        ["entry", "points", "expires"],
+        [[e["kind"], f"{e['points']:+d}", e["expires_on"] or "-"] for e in detail.entries],
     )

@@ -63,31 +63,73 @@ def check_category(program: Program, category: str | None) -> None:
         )
 
 
-def purchase_points(program: Program, lines: list[Line], tier_key: str, day: date) -> Earning:
+@dataclass(frozen=True)
+class LineEarning:
+    category: str | None
+    amount: Decimal
+    multiplier: Decimal  # the category's; 0 for an excluded category
+    excluded: bool
+    promotions: tuple[tuple[str, Decimal], ...]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Every part of a purchase's points, for people: ``txn show``, statements."""
+
+    lines: tuple[LineEarning, ...]
+    per_unit: Decimal
+    tier: str
+    tier_multiplier: Decimal
+    promotions: tuple[tuple[str, Decimal], ...]
+    rounding: str
+    base: Decimal  # before rounding
+    earning: Earning
+
+
+def explain(program: Program, lines: list[Line], tier_key: str, day: date) -> Explanation:
     """``amount × per_unit × category multiplier × tier × the promotions of that line``
-    per line, summed and rounded once for the whole purchase."""
+    per line, summed and rounded once for the whole purchase, with each part kept."""
     earn = program.earn
     tier_multiplier = program.tier(tier_key).multiplier
     total = Decimal(0)
     eligible = Decimal(0)
-    applied: dict[str, None] = {}
+    applied: dict[str, Decimal] = {}
+    parts: list[LineEarning] = []
     for line in lines:
         check_category(program, line.category)
         if line.category is not None and line.category in earn.exclude:
+            parts.append(LineEarning(line.category, line.amount, Decimal(0), True, ()))
             continue
         multiplier = earn.categories.get(line.category, Decimal(1)) if line.category else Decimal(1)
         value = line.amount * earn.per_unit * multiplier * tier_multiplier
-        for name, promo_multiplier in active_promotions(program, day, {line.category}):
+        promos = active_promotions(program, day, {line.category})
+        for name, promo_multiplier in promos:
             value *= promo_multiplier
-            applied[name] = None
+            applied[name] = promo_multiplier
+        parts.append(LineEarning(line.category, line.amount, multiplier, False, tuple(promos)))
         total += value
         eligible += line.amount
-    return Earning(
+    earning = Earning(
         points=capped(round_points(total, earn.rounding)),
         base=total,
         eligible_spend=eligible,
         promotions=tuple(applied),
     )
+    return Explanation(
+        lines=tuple(parts),
+        per_unit=earn.per_unit,
+        tier=tier_key,
+        tier_multiplier=tier_multiplier,
+        promotions=tuple(applied.items()),
+        rounding=earn.rounding,
+        base=total,
+        earning=earning,
+    )
+
+
+def purchase_points(program: Program, lines: list[Line], tier_key: str, day: date) -> Earning:
+    """The points of a purchase (see ``explain``)."""
+    return explain(program, lines, tier_key, day).earning
 
 
 def capped(points: int) -> int:

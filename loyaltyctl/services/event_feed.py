@@ -1,7 +1,7 @@
 """Reading the event feed: ``events list`` and ``events pull`` with a cursor per consumer.
 
 Delivery is at least once, in id order. A pull holds the consumer's lock (the job lock of
-services/locks.py, named after the program and the consumer) from reading the cursor to
+store/locks.py, named after the program and the consumer) from reading the cursor to
 saving it, so two pulls of one consumer at once take turns and never deliver an event
 twice; a second pull waits up to the busy timeout, then exits 7 naming the holder. The
 events are delivered between short transactions, not inside one: on SQLite a write
@@ -24,8 +24,8 @@ from sqlmodel import Session
 from loyaltyctl.errors import Busy, InvalidInput
 from loyaltyctl.services.context import ProgramContext, load_context
 from loyaltyctl.services.events import EVENT_TYPES
-from loyaltyctl.services.locks import job_lock
 from loyaltyctl.store.db import is_sqlite, session_scope
+from loyaltyctl.store.locks import job_lock
 from loyaltyctl.store.models import metadata
 
 _event = metadata.tables["event"]

@@ -12,7 +12,7 @@ batched by lot id for the progress bar, never a Python loop per member. On Postg
 the members concerned are locked first (``FOR UPDATE``, in id order) like any ledger
 writer does, so a purchase or redemption posted meanwhile waits instead of racing.
 
-The caller owns the transaction and the job lock (services/locks.py).
+The caller owns the transaction and the job lock (store/locks.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The jobs cron runs, whole: points expiry, tier review, and ``nightly`` (both, then
 voucher expiry), each under the program's job lock.
 
-These take an ``Engine`` rather than a session: the job lock (services/locks.py) holds a
+These take an ``Engine`` rather than a session: the job lock (store/locks.py) holds a
 connection of its own that outlives the jobs, and each job runs and commits in its own
 transaction (rolled back with ``dry_run``), so a later job failing leaves the earlier
 ones done and recorded; running again for the date then redoes only what is missing.
@@ -32,9 +32,9 @@ from loyaltyctl.services.jobs import (
     run_expire,
     run_voucher_expiry,
 )
-from loyaltyctl.services.locks import job_lock
 from loyaltyctl.services.tier_review import TierResult, review_tiers
 from loyaltyctl.store.db import session_scope
+from loyaltyctl.store.locks import job_lock
 
 T = TypeVar("T")
 

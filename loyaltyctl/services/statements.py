@@ -40,6 +40,7 @@ from loyaltyctl.rules.tiers import hold_ends, hold_start, tier_at, window_bounds
 from loyaltyctl.rules.timeutil import as_utc, local_date, local_midnight
 from loyaltyctl.services.context import ProgramContext
 from loyaltyctl.services.ledger import find_member
+from loyaltyctl.services.statement_text import describe, promotions_of
 from loyaltyctl.services.tiering import tier_histories
 from loyaltyctl.store.models import JobRun, Member, PointsEntry, PointsLot, Txn, Voucher
 
@@ -425,6 +426,8 @@ def _lines(session: Session, view: _View, ids: Sequence[int]) -> dict[int, list[
             col(voucher.reward_name).label("reward_name"),
             col(cancelled.code).label("cancelled_code"),
             col(Txn.store),
+            col(Txn.payload),
+            col(Txn.program_version_id),
         )
         .select_from(grouped)
         .outerjoin(Txn, col(Txn.id) == grouped.c.txn_id)
@@ -448,7 +451,7 @@ def _lines(session: Session, view: _View, ids: Sequence[int]) -> dict[int, list[
                 at=at,
                 ref=ref,
                 kind=row.kind,
-                description=_describe(row, digits, currency),
+                description=describe(row, digits, currency, promotions_of(view.ctx, row, at)),
                 points=int(row.points),
                 recorded_at=as_utc(row.recorded_at),
                 backdated=as_utc(row.recorded_at) >= period.end,
@@ -456,37 +459,6 @@ def _lines(session: Session, view: _View, ids: Sequence[int]) -> dict[int, list[
             )
         )
     return found
-
-
-def _describe(row: Any, digits: int, currency: str) -> str:
-    amount = (
-        f"{format_amount(from_minor(row.amount_minor, digits), digits)} {currency}"
-        if row.amount_minor is not None
-        else ""
-    )
-    kind = row.kind
-    if kind == "earn":
-        return f"Purchase {amount}".strip()
-    if kind == "clawback":
-        of = f" of {row.original_ref}" if row.original_ref else ""
-        return f"Return{of} ({amount})" if amount else f"Return{of}"
-    if kind == "redeem":
-        name = row.reward_name or row.reason or "reward"
-        return f"Redeemed {name}" + (f" (voucher {row.voucher_code})" if row.voucher_code else "")
-    if kind == "refund":
-        code = row.cancelled_code
-        return f"Voucher {code} cancelled: points returned" if code else "Points returned"
-    if kind == "expire":
-        return f"Points expired (run of {row.as_of.isoformat()})" if row.as_of else "Points expired"
-    if kind == "bonus":
-        return _capitalised(row.reason) if row.reason else "Bonus"
-    if kind == "adjust":
-        return f"Adjustment: {row.reason}" if row.reason else "Adjustment"
-    return _capitalised(row.reason or kind)
-
-
-def _capitalised(text: str) -> str:
-    return text[:1].upper() + text[1:]
 
 
 def _running(raw: Sequence[_RawLine], opening: int, tz: Any) -> list[StatementLine]:

@@ -6,21 +6,25 @@ database, against the import of the same history.
 Builds the SQLite database of ``bench_import`` (the same generated year of a coffee
 shop's sales, imported with the installed executable), then simulates the loaded
 program itself (every delta must be 0) and a changed one (per_unit doubled), each timed
-end to end as an operator runs it. Prints one line per figure.
+end to end as an operator runs it; then runs each economics report on the same database
+with its time and peak memory. Prints one line per figure.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.bench_import import PROGRAM, run_tool, write_members, write_txns  # noqa: E402
+from bench.bench_import import EXE, PROGRAM, run_tool, write_members, write_txns  # noqa: E402
 
 
 def peak_mib() -> float:
@@ -66,6 +70,34 @@ def main() -> None:
         f"members changed {changed['members_changed']:,}"
     )
     print(f"peak memory of a child process: {peak_mib():.0f} MiB")
+    for args_ in REPORTS:
+        seconds, mib = timed_process([str(EXE), "--db", db, *args_, *_out(args_, work)])
+        print(f"{' '.join(args_)} on this database: {seconds:.2f} s, peak RSS {mib:.0f} MiB")
+
+
+# The economics reports on the same purchase database: each run as its own process,
+# timed with its own peak memory (os.wait4 gives one child's resource usage).
+REPORTS = (
+    ("report", "liability", "--json"),
+    ("report", "rewards", "--json"),
+    ("report", "members", "--top", "10", "--by", "spend", "--json"),
+    ("report", "tiers", "--at-risk", "--json"),
+    ("report", "dashboard"),
+)
+
+
+def _out(args_: tuple[str, ...], work: Path) -> list[str]:
+    return ["--out", str(work / "dashboard.html")] if "dashboard" in args_ else []
+
+
+def timed_process(cmd: list[str]) -> tuple[float, float]:
+    started = time.perf_counter()
+    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _pid, status, usage = os.wait4(child.pid, 0)
+    elapsed = time.perf_counter() - started
+    if status != 0:
+        raise RuntimeError(f"{' '.join(cmd[3:])} failed: {child.stderr.read().decode()}")
+    return elapsed, usage.ru_maxrss / 1024
 
 
 if __name__ == "__main__":

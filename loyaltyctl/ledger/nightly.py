@@ -22,7 +22,7 @@ from loyaltyctl.ledger.state import MemberState, OpenLot
 from loyaltyctl.rules.expiry import inactivity_due
 from loyaltyctl.rules.money import from_minor, to_minor
 from loyaltyctl.rules.program import Program
-from loyaltyctl.rules.tiers import hold_ends, level_index, qualified_level
+from loyaltyctl.rules.tiers import hold_ends, level_index, qualified_level, review_after_hold
 from loyaltyctl.rules.timeutil import end_of_local_day, local_midnight
 
 
@@ -179,7 +179,7 @@ def review_tiers(
         if current.new_tier == lowest:
             continue
         activity = _amount(rules, q.activity.activity(m.id, view, lo, hi))
-        _after_hold(spec, current, activity, as_of)
+        review_after_hold(spec, current, activity, as_of)
     # 3. Catch-up upgrades (tier_review._qualified_above_lowest).
     threshold = spec.tiers.levels[1].min
     if spec.tiers.metric == "spend":
@@ -200,18 +200,3 @@ def review_tiers(
         r.m.tier, r.m.tier_since = r.new_tier, r.new_since
         moves.append(TierMove(r.m, r.tier, r.new_tier, r.new_since, r.why))
     return moves
-
-
-def _after_hold(spec: Program, state: _Review, activity: Decimal, as_of: date) -> None:
-    """``tier_review._review_after_hold``."""
-    keys = spec.tier_keys()
-    qualified = qualified_level(spec, activity)
-    held = level_index(spec, state.new_tier)
-    if level_index(spec, qualified) >= held and state.new_tier in keys:
-        state.move(qualified, as_of, "requalified" if qualified == state.new_tier else "qualified")
-        return
-    if spec.tiers.downgrade == "to-qualified" or state.new_tier not in keys:
-        target = qualified
-    else:
-        target = keys[max(held - 1, 0)]
-    state.move(target, None if target == keys[0] else as_of, "hold ended")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date, timedelta
 from decimal import Decimal
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from dateutil.relativedelta import relativedelta
 
@@ -65,3 +65,29 @@ def hold_start(history: Sequence[TierStep], day: date, lowest: str) -> date | No
     if step is None or step.tier == lowest:
         return None
     return step.from_
+
+
+class Reviewed(Protocol):
+    """A member under review: the tier it would hold, and how to move it."""
+
+    new_tier: str
+
+    def move(self, tier: str, since: date | None, why: str) -> None: ...
+
+
+def review_after_hold(spec: Program, state: Reviewed, activity: Decimal, as_of: date) -> None:
+    """A tier whose hold has ended: kept (requalified, or a higher one reached) when the
+    window's activity qualifies for it, else one level down (or straight to what the
+    activity qualifies for with ``downgrade = "to-qualified"``); the lowest tier has no
+    hold. The tier review and the simulator's in-memory review both decide by this."""
+    keys = spec.tier_keys()
+    qualified = qualified_level(spec, activity)
+    held = level_index(spec, state.new_tier)
+    if level_index(spec, qualified) >= held and state.new_tier in keys:
+        state.move(qualified, as_of, "requalified" if qualified == state.new_tier else "qualified")
+        return
+    if spec.tiers.downgrade == "to-qualified" or state.new_tier not in keys:
+        target = qualified
+    else:
+        target = keys[max(held - 1, 0)]
+    state.move(target, None if target == keys[0] else as_of, "hold ended")

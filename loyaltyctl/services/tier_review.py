@@ -34,7 +34,13 @@ from sqlmodel.sql.sqltypes import UTCDateTime
 
 from loyaltyctl.rules.money import from_minor, to_minor
 from loyaltyctl.rules.program import Program
-from loyaltyctl.rules.tiers import hold_ends, level_index, qualified_level, window_bounds
+from loyaltyctl.rules.tiers import (
+    hold_ends,
+    level_index,
+    qualified_level,
+    review_after_hold,
+    window_bounds,
+)
 from loyaltyctl.rules.timeutil import end_of_local_day, local_midnight
 from loyaltyctl.services import events
 from loyaltyctl.services.context import ProgramContext
@@ -142,7 +148,7 @@ def review_tiers(
             if current.new_tier == spec.tier_keys()[0]:
                 continue
             reviewed.add(state.id)
-            _review_after_hold(spec, current, activity, as_of)
+            review_after_hold(spec, current, activity, as_of)
         for state, activity in _qualified_above_lowest(session, ctx, spec, as_of):
             current = seen.setdefault(state.id, state)
             target = qualified_level(spec, activity)
@@ -183,20 +189,6 @@ def review_tiers(
             for s in sorted(changed, key=lambda s: s.code)
         ],
     )
-
-
-def _review_after_hold(spec: Program, state: _Tiered, activity: Decimal, as_of: date) -> None:
-    keys = spec.tier_keys()
-    qualified = qualified_level(spec, activity)
-    held = level_index(spec, state.new_tier)
-    if level_index(spec, qualified) >= held and state.new_tier in keys:
-        state.move(qualified, as_of, "requalified" if qualified == state.new_tier else "qualified")
-        return
-    if spec.tiers.downgrade == "to-qualified" or state.new_tier not in keys:
-        target = qualified
-    else:
-        target = keys[max(held - 1, 0)]
-    state.move(target, None if target == keys[0] else as_of, "hold ended")
 
 
 def _metric_column(spec: Program) -> Any:

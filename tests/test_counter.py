@@ -12,7 +12,7 @@ from typing import Any
 
 from freezegun import freeze_time
 
-from tests.conftest import Cli, write_program
+from tests.conftest import REPO, Cli, write_program
 
 # 10 points per unit, no bonus; lots expire 12 months after earning (not month-end);
 # purchase points pending 3 days; points tiers in a rolling 12-month window.
@@ -397,3 +397,19 @@ def test_every_write_command_is_in_the_audit_with_its_actor(
         assert cli.json("audit", "list", "--since", "2026-06-02T00:00") == []
         assert len(cli.json("audit", "list", "--since", "2026-06-01T00:00")) == before + 1
         cli.check()
+
+
+def test_a_merge_is_one_member_merged_event(cli: Cli, tmp_path: Path) -> None:
+    """The feed tells a merge as member.merged for the source, not as two txn.posted."""
+    cli("program", "load", str(REPO / "programs" / "coffee.toml"))
+    cli("member", "enroll", "A", "--at", "2026-01-02")
+    cli("member", "enroll", "B", "--at", "2026-01-03")
+    cli("txn", "post", "B", "--ref", "P1", "--amount", "20", "--at", "2026-02-02")
+    cli("member", "merge", "B", "A", "--ref", "MG1")
+    found = [json.loads(line) for line in cli("events", "list", "--json").stdout.splitlines()]
+    merged = [e for e in found if e["type"] == "member.merged"]
+    assert [(e["member"], e["data"]["into"], e["data"]["points_moved"]) for e in merged] == [
+        ("B", "A", 300)
+    ]
+    assert not [e for e in found if e["type"] == "txn.posted" and e["data"]["kind"] == "merge"]
+    cli.check()

@@ -23,6 +23,7 @@ EVENT_TYPES = (
     "member.status_changed",
     "member.tier_changed",
     "member.erased",
+    "member.merged",
     "txn.posted",
     "points.expiring",
     "points.expired",

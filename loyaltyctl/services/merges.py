@@ -18,6 +18,7 @@ from loyaltyctl.ledger.state import OpenLot
 from loyaltyctl.ledger.transfers import refuse_same
 from loyaltyctl.rules.timeutil import local_date
 from loyaltyctl.rules.versions import ProgramContext
+from loyaltyctl.services import events
 from loyaltyctl.services.tiering import window_activity
 from loyaltyctl.services.transfers import batch_of_two, earlier_pair
 from loyaltyctl.store.bulk import fetch_taken_lots
@@ -121,6 +122,21 @@ def merge_members(
         [("merged", f"merged into {dst.code}", now_s, src.id)],
     )
     bulk.update("voucher", ("member_id", "txn_id"), [(dst.id, t, v) for v, t in merged.vouchers])
+    events.record(
+        session,
+        ctx.id,
+        "member.merged",
+        src.code,
+        {
+            "into": dst.code,
+            "ref": request.ref,
+            "points_moved": merged.points_moved,
+            "balance": merged.balance,
+            "tier": merged.tier,
+            "vouchers_moved": len(merged.vouchers),
+        },
+        now=now,
+    )
     return MergeResult(
         request.ref, src.code, dst.code, merged.points_moved, merged.balance, merged.tier, False
     )

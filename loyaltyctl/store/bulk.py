@@ -557,7 +557,8 @@ def _amount(minor: int | None, digits: int) -> str:
     return f'"{whole}.{part:0{digits}d}"'
 
 
-_VOUCHER_KINDS = frozenset(("redeem", "refund"))
+# Their own events say these: voucher.issued / voucher.cancelled, member.merged.
+_OWN_EVENT_KINDS = frozenset(("redeem", "refund", "merge"))
 
 
 def posting_events(
@@ -592,7 +593,7 @@ def posting_events(
         by_txn.setdefault(txn_id, []).append(row)
     digits = postings.digits
     for t in postings.txns:
-        if t[4] in _VOUCHER_KINDS:  # voucher.issued / voucher.cancelled say it
+        if t[4] in _OWN_EVENT_KINDS:
             continue
         store = t[19]
         data = (

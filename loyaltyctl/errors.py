@@ -1,4 +1,4 @@
-"""One error hierarchy; each class carries the exit code of CLI.md's table.
+"""One error hierarchy; each class carries the exit code of the contract's table.
 
 Services raise these; the CLI's single handler prints ``error: …`` plus the hint on
 stderr and exits with ``exit_code``.

@@ -158,6 +158,6 @@ def write_program(tmp_path: Path, text_: str, name: str = "program.toml") -> Pat
 
 @pytest.fixture
 def deli(cli: Cli) -> Cli:
-    """The worked-examples program of EXAMPLES.md, loaded."""
+    """The worked-examples program of docs/ledger.md, loaded."""
     cli("program", "load", str(PROGRAMS / "deli.toml"))
     return cli

@@ -410,7 +410,7 @@ def test_review_moves_up_whoever_qualifies_for_more(cli: Cli, tmp_path: Path) ->
 
 
 def _deli_m1(cli: Cli, returned: str) -> None:
-    """EXAMPLES.md member M1, steps 1 to 5, returning ``returned`` of T2."""
+    """The worked member M1 of docs/ledger.md, steps 1 to 5, returning ``returned`` of T2."""
     cli("member", "enroll", "M1", "--at", "2026-01-05")
     cli(
         "txn",
@@ -447,7 +447,7 @@ def _deli_m1(cli: Cli, returned: str) -> None:
 @freeze_time("2027-01-02T10:00:00Z")
 @pytest.mark.parametrize("returned", ["95.00", "5.00"])
 def test_examples_m1_expiry_and_a_tier_kept_by_its_hold(deli: Cli, returned: str) -> None:
-    # EXAMPLES.md: with R1 for 95.00 the hold (12 months from 2026-06-06) still stands, so
+    # docs/ledger.md: with R1 for 95.00 the hold (12 months from 2026-06-06) still stands, so
     # M1 stays silver although 2027's spend is 0: a partial return lowers activity from
     # now on but does not unbuy the tier.
     _deli_m1(deli, returned)
@@ -461,7 +461,7 @@ def test_examples_m1_expiry_and_a_tier_kept_by_its_hold(deli: Cli, returned: str
 
 @freeze_time("2027-01-02T10:00:00Z")
 def test_examples_m1_a_bought_and_returned_tier_is_undone_whatever_the_hold(deli: Cli) -> None:
-    # EXAMPLES.md: "had R1 been for 190.00, M1's 2026 spend would be 20.99 again and the
+    # The worked example: "had R1 been for 190.00, M1's 2026 spend would be 20.99 again and the
     # next review would move M1 back to bronze" (a buy-then-return must not buy a tier).
     _deli_m1(deli, "190.00")
     assert tier(deli, "M1") == ("silver", "2026-06-06")

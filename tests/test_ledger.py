@@ -1,4 +1,4 @@
-"""The ledger's hand-worked figures (EXAMPLES.md) and the rules of issue 3, on both
+"""The ledger's hand-worked figures (docs/ledger.md) and the ledger's rules, on both
 databases, through the CLI."""
 
 from __future__ import annotations

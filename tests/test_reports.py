@@ -52,7 +52,7 @@ def report(cli: Cli, *args: str, when: str = "2026-07-20T09:00:00Z") -> Any:
 
 @pytest.fixture
 def history(deli: Cli, sessions: Any) -> Cli:  # noqa: F811
-    """M1 of EXAMPLES.md, M2 (a return after spending: a debt, then settled), adjustments,
+    """M1 of docs/ledger.md, M2 (a return after spending: a debt, then settled), adjustments,
     a cancelled voucher and an expiry run."""
     for when, args in M1_STEPS:
         at(deli, when, *args)

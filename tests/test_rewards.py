@@ -154,7 +154,7 @@ def voucher_count(engine: Engine) -> int:
         return len(session.exec(select(Voucher)).all())
 
 
-# ---- EXAMPLES.md ---------------------------------------------------------------------
+# ---- the worked examples of docs/ledger.md -------------------------------------------------------
 
 
 def test_m1_redeem_cancel_refunds_into_lots_with_original_expiry(deli: Cli, engine: Engine) -> None:

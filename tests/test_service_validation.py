@@ -3,7 +3,7 @@
 Every write service (purchases, returns, adjustments, enrolment, status changes,
 redemptions, voucher use and cancellation, and the rows of ``member import`` and
 ``txn import``) is called directly, not through the CLI, with one bad value at a time.
-It must raise the class of ``loyaltyctl.errors`` with the exit code of CLI.md (4 invalid
+It must raise the class of ``loyaltyctl.errors`` with the exit code of docs/cli.md (4 invalid
 input, 3 an unknown member or reference), or for an import row reject it with that
 kind of reason, and the database must be exactly as before (every table compared).
 """

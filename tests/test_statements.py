@@ -1,4 +1,4 @@
-"""Member statements: the figures of EXAMPLES.md's member M1, golden CSV and HTML, past
+"""Member statements: the figures of docs/ledger.md's member M1, golden CSV and HTML, past
 statements that never change, bulk statements, and the HTML in a real browser."""
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ GOLDEN = Path(__file__).parent / "golden"
 UPDATE = bool(os.environ.get("UPDATE_GOLDEN"))
 CHROMIUM = Path("/usr/bin/chromium")
 
-# EXAMPLES.md, member M1, steps 1-5, each recorded at noon UTC of its day (London is UTC+1
+# docs/ledger.md's member M1, steps 1-5, each recorded at noon UTC of its day (London is UTC+1
 # in summer, so the local dates are the same).
 M1_STEPS: list[tuple[str, tuple[str, ...]]] = [
     ("2026-01-05T12:00:00Z", ("member", "enroll", "M1", "--name", "Ada <Lovelace>")),

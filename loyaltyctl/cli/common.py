@@ -78,7 +78,7 @@ def report_error(exc: LoyaltyError) -> None:
 
 
 def command(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn domain errors into ``error: …`` on stderr and CLI.md's exit codes; anything
+    """Turn domain errors into ``error: …`` on stderr and the contract's exit codes; anything
     else is a bug: one line, the traceback only with ``--debug``."""
 
     @functools.wraps(func)

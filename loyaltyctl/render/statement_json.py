@@ -1,4 +1,4 @@
-"""A statement as one JSON document (the fields of CLI.md first)."""
+"""A statement as one JSON document (the fields of the contract (docs/cli.md) first)."""
 
 from __future__ import annotations
 

@@ -320,7 +320,7 @@ def _returned_upgrades(
         )
         # Only a purchase returned in full unbuys the tier it earned (its last return
         # takes the visit back); a partial return lowers activity from now on but does
-        # not undo an upgrade within its hold (EXAMPLES.md, member M1).
+        # not undo an upgrade within its hold (the worked example M1 of docs/ledger.md).
         full = (
             select(r.c.original_id.label("original_id"))
             .where(r.c.kind == "return", r.c.qual_visits < 0)

@@ -159,12 +159,13 @@ def list_(json_out: JsonOpt = False) -> None:
     )
 
 
+KeyArg = Annotated[str | None, typer.Argument(help="Program key (optional with one program).")]
+
+
 @app.command("show")
 @command
 def show(
-    key: Annotated[
-        str | None, typer.Argument(help="Program key (optional with one program).")
-    ] = None,
+    key: KeyArg = None,
     json_out: JsonOpt = False,
 ) -> None:
     """A loaded program: its current version's rules."""
@@ -246,9 +247,7 @@ def export(
 @app.command("versions")
 @command
 def versions(
-    key: Annotated[
-        str | None, typer.Argument(help="Program key (optional with one program).")
-    ] = None,
+    key: KeyArg = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Every loaded version of a program: number, load time, fingerprint."""

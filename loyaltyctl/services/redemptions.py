@@ -19,6 +19,7 @@ from loyaltyctl.ledger.state import MemberState
 from loyaltyctl.rules.versions import ProgramContext
 from loyaltyctl.services import events
 from loyaltyctl.services.imports.batch import Importer
+from loyaltyctl.services.ledger import pending_points
 from loyaltyctl.services.rewards import (
     _find_voucher,
     _issued_counts,
@@ -33,7 +34,6 @@ from loyaltyctl.store.bulk import (
     fetch_spendable_lots,
     fetch_taken_lots,
     fetch_txns,
-    pending_points,
 )
 from loyaltyctl.store.models import Member, PointsEntry, PointsLot, ProgramRow, Txn, Voucher
 
@@ -163,7 +163,7 @@ def redeem(
     limits = vouchers.Limits(
         stock_left=_stock_left(reward, _issued_counts(session, ctx.id).get(reward.key, 0)),
         live=_live_counts(session, m.id, when).get(reward.key, 0),
-        pending=pending_points(session, m.id, at_s),
+        pending=pending_points(session, m.id, when),
     )
     txn_ref = request.ref if request.ref is not None else new_ref("redeem")
     postings = driver._new_batch(bulk, 1, 0)

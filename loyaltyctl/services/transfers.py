@@ -16,7 +16,8 @@ from loyaltyctl.ledger.requests import Transfer
 from loyaltyctl.ledger.state import MemberState
 from loyaltyctl.rules.versions import ProgramContext
 from loyaltyctl.services.imports.batch import Importer
-from loyaltyctl.store.bulk import Bulk, fetch_spendable_lots, fetch_txns, pending_points
+from loyaltyctl.services.ledger import pending_points
+from loyaltyctl.store.bulk import Bulk, fetch_spendable_lots, fetch_txns
 from loyaltyctl.store.models import Txn
 
 
@@ -98,7 +99,7 @@ def transfer(
     at_s = bulk.ts(when)
     src.lots = fetch_spendable_lots(session, src.id, at_s)
     src.lots_complete = True
-    pending = pending_points(session, src.id, at_s)
+    pending = pending_points(session, src.id, when)
     postings = driver._new_batch(bulk, 2, len(src.lots))
     moved = transfers.transfer(
         driver.kernel, src, dst, driver.book.at(when), request, pending=pending

@@ -256,18 +256,6 @@ def fetch_spendable_lots(session: Session, member_id: int, at: Any) -> list[Open
             earned, left in rows]  # fmt: skip
 
 
-def pending_points(session: Session, member_id: int, at: Any) -> int:
-    """Points in the member's lots not yet spendable at ``at`` (``Bulk.ts`` form)."""
-    value = session.connection().execute(
-        text(
-            "SELECT COALESCE(SUM(remaining), 0) FROM points_lot "
-            "WHERE member_id = :m AND available_at > :at"
-        ),
-        {"m": member_id, "at": at},
-    )
-    return int(value.scalar_one())
-
-
 def fetch_taken_lots(session: Session, txn_id: int) -> list[tuple[OpenLot, int, date | None]]:
     """The lots a transaction (a redemption) took points from: each lot, how many, and
     its expiry date, in the order it took them."""

@@ -184,7 +184,8 @@ def fetch_returned(session: Session, original_ids: Iterable[int]) -> dict[int, T
         text(
             "SELECT original_id, COALESCE(SUM(amount_minor), 0), COALESCE(SUM(points), 0), "
             "COALESCE(SUM(qual_points), 0), COALESCE(SUM(qual_spend_minor), 0) FROM txn "
-            f"WHERE {_any(session, 'original_id', 'ids')} AND kind = 'return' "
+            f"WHERE {_any(session, 'original_id', 'ids')} AND original_id IS NOT NULL "
+            "AND kind = 'return' "
             "GROUP BY original_id"
         ),
         {"ids": _values(session, original_ids)},
@@ -282,13 +283,15 @@ def add_lots_of_txns(
     session: Session, members: dict[int, MemberState], txn_ids: Iterable[int]
 ) -> None:
     """Add to the lots already loaded for ``members`` the open lots the transactions
-    ``txn_ids`` made (purchases being returned), where missing."""
+    ``txn_ids`` made (purchases being returned), where missing. Read through the
+    members' index: lots have none by transaction."""
     rows = session.connection().execute(
         text(
             f"SELECT {_LOT_COLUMNS} FROM points_lot "
-            f"WHERE {_any(session, 'txn_id', 'own')} AND remaining > 0"
+            f"WHERE {_any(session, 'member_id', 'ids')} AND remaining > 0 "
+            f"AND {_any(session, 'txn_id', 'own')}"
         ),
-        {"own": _values(session, txn_ids)},
+        {"ids": _values(session, members), "own": _values(session, txn_ids)},
     )
     _append_missing_lots(members, rows)
 

@@ -121,7 +121,7 @@ def raw_expire(path: Path) -> float:
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = ON")
     stamp = "2026-07-01 00:00:00.000000"
-    params = {"as_of": AS_OF, "at": stamp, "start": f"{AS_OF} 00:00:00.000000"}
+    params: dict[str, object] = {"as_of": AS_OF, "at": stamp, "start": f"{AS_OF} 00:00:00.000000"}
     started = time.perf_counter()
     conn.execute("BEGIN IMMEDIATE")
     run_id = conn.execute(

@@ -5,9 +5,11 @@ and recorded in docs/performance.md.
                               [--runs N] [--no-record]
                               [--only import|expire|statements|economics|find|simulate]
 
-Each figure is measured next to a floor taken in the same run on the same machine (raw
-sqlite3 or psycopg storing the same rows; the bare import of SQLModel for a single
-command), so the ratios mean something on any machine.
+Each figure is measured next to a floor taken in the same run on the same machine, so the
+ratios mean something on any machine: for the import, raw sqlite3 or psycopg storing the
+least a ledger must store for the file's purchases into minimal tables (the storage floor)
+and storing the same rows as the import into loyaltyctl's schema (the same-rows floor);
+for `expire`, the same work in raw SQL; for a single command, the bare import of SQLModel.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def table(figures: list[Figure]) -> str:
         [
             f.what,
             f.size,
-            f"{f.seconds:.3f}",
+            "" if f.seconds is None else f"{f.seconds:.3f}",
             f.rate,
             f.floor,
             "" if f.floor_seconds is None else f"{f.floor_seconds:.3f}",

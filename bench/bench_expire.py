@@ -5,9 +5,10 @@ SQLite file, against raw sqlite3 doing the same INSERT/UPDATEs on an identical c
 
 The data is written with SQLAlchemy Core executemany in chunks (4 lots per member, each
 member's lots from one bonus transaction, ledger invariants kept). ``expire`` runs as an
-operator runs it: the installed executable, end to end. The raw side runs the three
-statements any hand-written expiry needs, in one transaction with the same pragmas.
-Target: within 3x of raw SQL.
+operator runs it: the installed executable, end to end. The raw side does the same work by
+hand in one transaction with the same pragmas: every due lot emptied, one ``expire`` entry
+per lot, the members' balances (and ``updated_at``), one ``points.expired`` event per
+member, the run's row and its audit lines; the results are compared. Target: <= 3x.
 """
 
 from __future__ import annotations
@@ -112,33 +113,60 @@ RAW_DUE = "remaining > 0 AND expires_on IS NOT NULL AND expires_on <= :as_of"
 
 
 def raw_expire(path: Path) -> float:
-    """The same expiry by hand: one transaction, three statements."""
+    """The same expiry by hand, in one transaction: the run's row and its audit, one
+    ``expire`` entry per due lot (dated as the tool dates it), one ``points.expired``
+    event per member, the members' balances, the lots emptied, the run marked done."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = ON")
     stamp = "2026-07-01 00:00:00.000000"
-    params = {"as_of": AS_OF, "at": stamp}
+    params: dict[str, object] = {"as_of": AS_OF, "at": stamp, "start": f"{AS_OF} 00:00:00.000000"}
     started = time.perf_counter()
     conn.execute("BEGIN IMMEDIATE")
     run_id = conn.execute(
         "INSERT INTO job_run (program_id, job, as_of, status, started_at, members, points, "
-        "upgraded, downgraded) VALUES (1, 'expire', :as_of, 'done', :at, 0, 0, 0, 0)",
+        "upgraded, downgraded) VALUES (1, 'expire', :as_of, 'running', :at, 0, 0, 0, 0)",
         params,
     ).lastrowid
+    params["run"] = run_id
     conn.execute(
         "INSERT INTO points_entry (member_id, job_run_id, lot_id, kind, points, at, "
         "recorded_at, program_version_id) SELECT member_id, :run, id, 'expire', -remaining, "
-        f":at, :at, 1 FROM points_lot WHERE {RAW_DUE}",
-        {**params, "run": run_id},
+        "MAX(earned_at, :start), :at, 1 FROM points_lot WHERE " + RAW_DUE,
+        params,
+    )
+    conn.execute(
+        "INSERT INTO event (at, type, program_id, member, data) "
+        "SELECT :at, 'points.expired', 1, m.code, "
+        "'{\"as_of\":\"' || :as_of || '\",\"points\":' || SUM(l.remaining) || '}' "
+        "FROM points_lot l JOIN member m ON m.id = l.member_id "
+        f"WHERE l.{RAW_DUE.replace(' AND ', ' AND l.')} GROUP BY m.code ORDER BY m.code",
+        params,
     )
     conn.execute(
         "UPDATE member SET balance = balance - (SELECT SUM(l.remaining) FROM points_lot l "
-        f"WHERE l.member_id = member.id AND l.{RAW_DUE.replace(' AND ', ' AND l.')}) "
-        f"WHERE id IN (SELECT member_id FROM points_lot WHERE {RAW_DUE})",
+        f"WHERE l.member_id = member.id AND l.{RAW_DUE.replace(' AND ', ' AND l.')}), "
+        f"updated_at = :at WHERE id IN (SELECT member_id FROM points_lot WHERE {RAW_DUE})",
         params,
     )
     conn.execute(f"UPDATE points_lot SET remaining = 0 WHERE {RAW_DUE}", params)
+    conn.execute(
+        "UPDATE job_run SET status = 'done', finished_at = :at, "
+        "members = (SELECT COUNT(*) FROM event WHERE type = 'points.expired'), "
+        "points = -(SELECT SUM(points) FROM points_entry WHERE job_run_id = :run), "
+        "detail = '{\"lots\": ' || (SELECT COUNT(*) FROM points_entry "
+        "WHERE job_run_id = :run) || '}' WHERE id = :run",
+        params,
+    )
+    conn.executemany(
+        "INSERT INTO audit (at, actor, command, program_id, summary) "
+        "VALUES (:at, 'bench', 'expire', 1, :summary)",
+        [
+            {**params, "summary": f"expire run as of {AS_OF} {state}"}
+            for state in ("running", "done")
+        ],
+    )
     conn.execute("COMMIT")
     elapsed = time.perf_counter() - started
     conn.close()
@@ -160,14 +188,22 @@ def tool_expire(path: Path) -> tuple[float, dict[str, object]]:
     return elapsed, result
 
 
-def totals(path: Path) -> tuple[int, int, int]:
+def totals(path: Path) -> tuple[object, ...]:
+    """Balances, open points, expired points, expire entries, ``points.expired`` events
+    and the points they report: equal on both sides when both did the same work."""
     conn = sqlite3.connect(path)
     row = conn.execute(
         "SELECT (SELECT SUM(balance) FROM member), (SELECT SUM(remaining) FROM points_lot), "
-        "(SELECT -SUM(points) FROM points_entry WHERE kind = 'expire')"
+        "(SELECT -SUM(points) FROM points_entry WHERE kind = 'expire'), "
+        "(SELECT COUNT(*) FROM points_entry WHERE kind = 'expire'), "
+        "(SELECT COUNT(*) FROM event WHERE type = 'points.expired'), "
+        "(SELECT SUM(json_extract(data, '$.points')) FROM event "
+        "WHERE type = 'points.expired'), "
+        "(SELECT members FROM job_run WHERE status = 'done'), "
+        "(SELECT points FROM job_run WHERE status = 'done')"
     ).fetchone()
     conn.close()
-    return int(row[0]), int(row[1]), int(row[2] or 0)
+    return tuple(row)
 
 
 def main() -> None:
@@ -199,9 +235,9 @@ def main() -> None:
     tool_seconds, result = tool_expire(tool_db)
     if totals(tool_db) != totals(raw_db) or result["lots"] != args.lots:
         raise SystemExit(f"results differ: {totals(tool_db)} vs {totals(raw_db)}, {result}")
-    print(f"raw sqlite3 INSERT/UPDATEs:  {raw_seconds:7.2f} s")
+    print(f"raw sqlite3, the same work:  {raw_seconds:7.2f} s")
     print(f"loyaltyctl expire (process): {tool_seconds:7.2f} s")
-    print(f"ratio: {tool_seconds / raw_seconds:.2f}x (target: within 3x)")
+    print(f"ratio: {tool_seconds / raw_seconds:.2f}x (target: <= 3x)")
     if not args.keep:
         shutil.rmtree(folder)
 

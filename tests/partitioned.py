@@ -202,6 +202,28 @@ def strays(conn: Connection) -> list[str]:
         ).scalar_one()
         if n:
             found.append(f"{n} rows of {table} outside their member's partition")
+    # A row that names a transaction or a lot names one of its own member: joins by those
+    # ids can include the member (co-located joins on Citus).
+    for table, ref, target in (
+        ("points_entry", "txn_id", "txn"),
+        ("points_entry", "lot_id", "points_lot"),
+        ("points_lot", "txn_id", "txn"),
+        ("tier_change", "txn_id", "txn"),
+        ("voucher", "txn_id", "txn"),
+        ("voucher", "cancel_txn_id", "txn"),
+        # A return undoes its member's purchase (a transfer's or a merge's two halves
+        # name each other across members: a link, never joined on).
+        ("txn", "original_id", "txn"),
+    ):
+        only = " AND t.kind = 'return'" if table == "txn" else ""
+        n = conn.execute(
+            text(
+                f"SELECT COUNT(*) FROM {table} t JOIN {target} o ON o.id = t.{ref} "
+                f"WHERE o.member_id <> t.member_id{only}"
+            )
+        ).scalar_one()
+        if n:
+            found.append(f"{n} rows of {table} name a {target} row of another member")
     for key_table, (table, cols) in KEYS.items():
         on = " AND ".join(f"k.{c} = t.{c}" for c in cols)
         n = conn.execute(

@@ -36,7 +36,7 @@ REFERENCE = {"program", "program_version"}
 # Keys unique across members: each becomes the primary key of a table of its own, which
 # Citus distributes by that key; a trigger on the member table writes it in the same
 # transaction, so a second row with the same key fails with a unique violation, as the
-# unique index did. key table -> (member table, key columns, the old unique index's columns)
+# unique index did. key table -> (member table, key columns)
 KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
     "member_code": ("member", ("program_id", "code")),
     "txn_ref": ("txn", ("program_id", "ref")),
@@ -46,7 +46,8 @@ KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 
 def _index_columns(definition: str) -> tuple[str, ...]:
-    cols = re.search(r"\((.*)\)", definition)
+    # The key's column list, not a partial index's WHERE (migration 0007 adds one).
+    cols = re.search(r" USING \w+ \(([^)]*)\)", definition)
     assert cols is not None, definition
     return tuple(c.strip() for c in cols.group(1).split(","))
 

@@ -26,20 +26,31 @@ from loyaltyctl.store.migrate import upgrade
 REPO = Path(__file__).resolve().parent.parent
 PROGRAMS = REPO / "programs"
 BACKENDS = ["sqlite", "postgresql"]
+# The ledger sharded by member (tests/partitioned.py), for the tests marked
+# ``partitioned``: they run on it too whenever they run on PostgreSQL (on it only with
+# ``partitioned(only=True)``).
+PARTITIONED = "postgresql-partitioned"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--backend",
         action="append",
-        choices=BACKENDS,
+        choices=[*BACKENDS, PARTITIONED],
         help="Run database tests only on this backend (repeatable). Default: both.",
     )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
-        chosen = metafunc.config.getoption("--backend") or BACKENDS
+        chosen = list(metafunc.config.getoption("--backend") or BACKENDS)
+        mark = metafunc.definition.get_closest_marker("partitioned")
+        if mark is not None and "postgresql" in chosen and PARTITIONED not in chosen:
+            chosen.append(PARTITIONED)
+        if mark is None and PARTITIONED in chosen:
+            chosen.remove(PARTITIONED)
+        if mark is not None and mark.kwargs.get("only"):
+            chosen = [b for b in chosen if b == PARTITIONED]
         metafunc.parametrize("backend", chosen, scope="session")
 
 
@@ -71,6 +82,23 @@ def pg_cluster() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
+def pg_partitioned(pg_cluster: Any) -> Any:
+    """A second template in the session's cluster: the migrated schema partitioned by
+    member."""
+    from tests.partitioned import partition
+
+    admin = create_engine(pg_cluster.url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text("CREATE DATABASE loyaltyctl_partitioned TEMPLATE loyaltyctl_template"))
+    admin.dispose()
+    engine = make_engine(pg_cluster.url("loyaltyctl_partitioned"))
+    with engine.begin() as conn:
+        partition(conn)
+    engine.dispose()
+    return pg_cluster
+
+
+@pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "template.db"
     engine = make_engine(f"sqlite:///{path}")
@@ -93,12 +121,26 @@ def db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iter
         shutil.copy(template, path)
         yield f"sqlite:///{path}"
         return
+    template_db = "loyaltyctl_template"
+    if backend == PARTITIONED:
+        template_db = "loyaltyctl_partitioned"
+        request.getfixturevalue("pg_partitioned")
     cluster = request.getfixturevalue("pg_cluster")
     name = f"t_{os.getpid()}_{next(_counter)}"
     admin = create_engine(cluster.url(), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name} TEMPLATE loyaltyctl_template"))
+        conn.execute(text(f"CREATE DATABASE {name} TEMPLATE {template_db}"))
     yield cluster.url(name)
+    if backend == PARTITIONED:
+        from tests.partitioned import strays
+
+        # Whatever the scenario did, each row is still with its member and each key in
+        # its key table.
+        layout = create_engine(cluster.url(name))
+        with layout.connect() as conn:
+            found = strays(conn)
+        layout.dispose()
+        assert found == []
     with admin.connect() as conn:
         conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
     admin.dispose()

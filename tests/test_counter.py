@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from freezegun import freeze_time
 
 from tests.conftest import REPO, Cli, write_program
@@ -94,6 +95,7 @@ def show(cli: Cli, member: str) -> dict[str, Any]:
 # ---- member find -----------------------------------------------------------------------
 
 
+@pytest.mark.partitioned
 def test_find_by_code_email_phone_and_name(cli: Cli, tmp_path: Path) -> None:
     shop(cli, tmp_path)
     enroll(cli, "M-1", "--name", "Ada Lovelace", "--email", "Ada@Example.com",
@@ -136,6 +138,7 @@ def test_find_by_code_email_phone_and_name(cli: Cli, tmp_path: Path) -> None:
 # ---- txn transfer ------------------------------------------------------------------------
 
 
+@pytest.mark.partitioned
 def test_transfer_takes_available_points_oldest_expiring_first(cli: Cli, tmp_path: Path) -> None:
     with freeze_time("2026-06-01T12:00:00Z"):
         shop(cli, tmp_path)
@@ -183,6 +186,7 @@ def test_transfer_takes_available_points_oldest_expiring_first(cli: Cli, tmp_pat
 # ---- member merge --------------------------------------------------------------------------
 
 
+@pytest.mark.partitioned
 def test_merge_moves_lots_with_their_dates_then_expiry_takes_them_on_those_dates(
     cli: Cli, tmp_path: Path
 ) -> None:
@@ -239,6 +243,7 @@ def test_merge_moves_lots_with_their_dates_then_expiry_takes_them_on_those_dates
         cli.check()
 
 
+@pytest.mark.partitioned
 def test_merge_of_a_gold_and_a_bronze_member_with_vouchers_and_debt(
     cli: Cli, tmp_path: Path
 ) -> None:
@@ -268,6 +273,7 @@ def test_merge_of_a_gold_and_a_bronze_member_with_vouchers_and_debt(
         cli.check()
 
 
+@pytest.mark.partitioned
 def test_merge_carries_the_source_debt(cli: Cli, tmp_path: Path) -> None:
     with freeze_time("2026-06-01T12:00:00Z"):
         shop(cli, tmp_path)
@@ -327,6 +333,7 @@ def test_merge_racing_purchases_on_the_source_loses_nothing(
 # ---- audit ---------------------------------------------------------------------------------
 
 
+@pytest.mark.partitioned
 def test_every_write_command_is_in_the_audit_with_its_actor(
     cli: Cli, tmp_path: Path, monkeypatch: Any
 ) -> None:

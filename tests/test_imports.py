@@ -397,6 +397,7 @@ def test_mixed_file_gives_the_ledger_of_posting_row_by_row(
     twin.check()
 
 
+@pytest.mark.partitioned
 def test_one_transaction_import_matches_too(
     cli: Cli, twin: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -424,6 +425,7 @@ def test_one_transaction_import_matches_too(
     twin.check()
 
 
+@pytest.mark.partitioned
 def test_lots_kept_between_batches_give_the_ledger_of_posting_row_by_row(
     cli: Cli, twin: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -499,6 +501,7 @@ def test_lots_kept_between_batches_give_the_ledger_of_posting_row_by_row(
     cli.check()
 
 
+@pytest.mark.partitioned
 def test_member_import_enrolls_as_member_enroll(cli: Cli, twin: Cli, tmp_path: Path) -> None:
     rows = [
         {"member": "C1", "name": "Ann", "email": "ann@example.com", "enrolled_at": "2026-02-01"},
@@ -550,6 +553,7 @@ def test_member_import_enrolls_as_member_enroll(cli: Cli, twin: Cli, tmp_path: P
     cli.check()
 
 
+@pytest.mark.partitioned
 def test_opening_balances(cli: Cli, tmp_path: Path) -> None:
     cli("program", "load", str(write_program(tmp_path, CAFE, "cafe.toml")))
     cli("member", "enroll", "OLD", "--at", "2026-01-02")
@@ -777,6 +781,7 @@ def test_without_rejects_a_bad_row_fails_everything(cli: Cli, tmp_path: Path) ->
     assert len((tmp_path / "b.csv").read_text().splitlines()) == 3
 
 
+@pytest.mark.partitioned
 def test_same_file_again_changes_nothing(cli: Cli, tmp_path: Path) -> None:
     cli("program", "load", str(write_program(tmp_path, CAFE, "cafe.toml")))
     for member in MEMBERS:

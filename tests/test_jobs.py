@@ -184,6 +184,7 @@ def test_fixed_date_expires_a_years_points_on_the_day(cli: Cli, tmp_path: Path) 
 
 
 @freeze_time(NOW)
+@pytest.mark.partitioned
 def test_inactivity_expires_everything_and_a_purchase_resets_the_clock(
     cli: Cli, tmp_path: Path, engine: Engine
 ) -> None:
@@ -232,6 +233,7 @@ def test_never_expires_nothing(cli: Cli, tmp_path: Path) -> None:
 
 
 @freeze_time(NOW)
+@pytest.mark.partitioned
 def test_expiry_takes_only_what_is_left_of_a_lot(cli: Cli, tmp_path: Path) -> None:
     load(cli, tmp_path, 'policy = "rolling"\nmonths = 6')
     enroll(cli, "M1", "2027-01-01")
@@ -277,6 +279,7 @@ def test_second_run_for_a_date_is_already_done_and_changes_nothing(
 
 
 @freeze_time(NOW)
+@pytest.mark.partitioned
 def test_a_later_run_catches_up_on_missed_nights(cli: Cli, tmp_path: Path, engine: Engine) -> None:
     load(cli, tmp_path, 'policy = "rolling"\nmonths = 1')
     enroll(cli, "M1", "2027-01-01")
@@ -338,6 +341,7 @@ def test_dry_run_reports_and_changes_nothing(cli: Cli, tmp_path: Path, engine: E
 
 
 @freeze_time(NOW)
+@pytest.mark.partitioned
 def test_tier_hold_then_requalify_or_move_down_one_level(cli: Cli, tmp_path: Path) -> None:
     load(cli, tmp_path, 'policy = "never"')
     for code in ("STAYS", "DROPS"):
@@ -389,6 +393,7 @@ def test_to_qualified_downgrade_goes_straight_to_the_qualified_tier(
 
 
 @freeze_time(NOW)
+@pytest.mark.partitioned
 def test_review_moves_up_whoever_qualifies_for_more(cli: Cli, tmp_path: Path) -> None:
     load(cli, tmp_path, 'policy = "never"')
     enroll(cli, "M1", "2030-01-01")
@@ -460,6 +465,7 @@ def test_examples_m1_expiry_and_a_tier_kept_by_its_hold(deli: Cli, returned: str
 
 
 @freeze_time("2027-01-02T10:00:00Z")
+@pytest.mark.partitioned
 def test_examples_m1_a_bought_and_returned_tier_is_undone_whatever_the_hold(deli: Cli) -> None:
     # The worked example: "had R1 been for 190.00, M1's 2026 spend would be 20.99 again and the
     # next review would move M1 back to bronze" (a buy-then-return must not buy a tier).
@@ -489,6 +495,7 @@ def _has_voucher_expiry() -> bool:
 
 
 @freeze_time("2026-07-20T10:00:00Z")
+@pytest.mark.partitioned
 def test_nightly_runs_the_three_jobs_with_one_summary(deli: Cli, engine: Engine) -> None:
     _deli_m1(deli, "190.00")
     with_vouchers = _has_voucher_expiry()
@@ -596,6 +603,7 @@ def _many_lots(cli: Cli, tmp_path: Path, members: int = 3, lots: int = 3) -> int
     return members * lots * 100
 
 
+@pytest.mark.partitioned
 def test_two_runs_at_once_expire_the_points_exactly_once(
     cli: Cli, tmp_path: Path, db_url: str, engine: Engine
 ) -> None:

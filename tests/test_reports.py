@@ -124,6 +124,7 @@ def assert_identity(doc: dict[str, Any]) -> None:
     assert into - out == doc["points_outstanding"] - doc["points_debt"]
 
 
+@pytest.mark.partitioned
 def test_contract_fields_and_figures(history: Cli) -> None:
     doc = report(history, "--as-of", "2026-07-12")
     for key in CONTRACT:
@@ -174,6 +175,7 @@ def test_debt_is_not_outstanding(history: Cli) -> None:
     assert_identity(doc)
 
 
+@pytest.mark.partitioned
 def test_past_report_is_unchanged_by_later_activity(history: Cli) -> None:
     before = report(history, "--as-of", "2026-06-30", when="2026-07-02T09:00:00Z")
     assert before["tiers"] == {"bronze": 1, "silver": 1}

@@ -157,6 +157,7 @@ def voucher_count(engine: Engine) -> int:
 # ---- the worked examples of docs/ledger.md -------------------------------------------------------
 
 
+@pytest.mark.partitioned
 def test_m1_redeem_cancel_refunds_into_lots_with_original_expiry(deli: Cli, engine: Engine) -> None:
     cli = deli
     with freeze_time("2026-01-05T09:00:00Z"):
@@ -238,6 +239,7 @@ def _has_expire_command(cli: Cli) -> bool:
     return cli("expire", "--help", code=None).exit_code == 0
 
 
+@pytest.mark.partitioned
 def test_m2_redeem_then_return_leaves_a_debt_the_next_purchase_settles(
     deli: Cli, engine: Engine
 ) -> None:
@@ -422,6 +424,7 @@ def test_reward_list_shows_terms_and_why_not(shop: Cli) -> None:
 # ---- idempotency -----------------------------------------------------------------------
 
 
+@pytest.mark.partitioned
 def test_identical_redeem_retry_returns_the_original(shop: Cli, engine: Engine) -> None:
     seed(shop, "A", 1000)
     first = shop.json("reward", "redeem", "A", "fiver", "--ref", "POS-1")
@@ -438,6 +441,7 @@ def test_identical_redeem_retry_returns_the_original(shop: Cli, engine: Engine) 
     shop.check()
 
 
+@pytest.mark.partitioned
 def test_a_reused_redeem_ref_with_other_data_is_a_conflict(shop: Cli, engine: Engine) -> None:
     seed(shop, "A", 1000)
     seed(shop, "B", 1000)
@@ -467,6 +471,7 @@ def test_redeem_without_ref_makes_a_new_one_each_time(shop: Cli) -> None:
 # ---- the voucher's life ----------------------------------------------------------------
 
 
+@pytest.mark.partitioned
 def test_use_then_every_further_action_is_refused(shop: Cli) -> None:
     seed(shop, "A", 1000)
     with freeze_time("2026-05-01T09:00:00Z"):
@@ -616,6 +621,7 @@ def test_a_repriced_or_removed_reward_keeps_issued_vouchers_at_old_terms(
 # ---- the nightly job's part -----------------------------------------------------------
 
 
+@pytest.mark.partitioned
 def test_expire_vouchers_marks_due_ones_once_and_refunds_nothing(shop: Cli, engine: Engine) -> None:
     from loyaltyctl.services.context import load_context
 

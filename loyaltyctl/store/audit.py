@@ -29,6 +29,7 @@ from sqlmodel import Session
 # Past this many members touched, one row for the whole command (an import) instead.
 PER_MEMBER_LIMIT = 20
 _NOTES = "audit_notes"
+_COLUMNS = "at, actor, command, program_id, member_id, ref, summary"
 
 
 @dataclass(frozen=True)
@@ -141,11 +142,22 @@ def _write(session: Session) -> None:
         program = next((n.program_id for n in notes if n.program_id), None)
         notes = [Note(program, None, None, f"{refs} transactions of {len(members)} members")]
     at = datetime.now(UTC)
-    sqlite = session.connection().dialect.name == "sqlite"
-    at_v: Any = at.isoformat(" ", "microseconds")[:26] if sqlite else at
+    connection = session.connection()
+    sqlite = connection.dialect.name == "sqlite"
+    if not sqlite:
+        # COPY: with few members touched there is a row per transaction, and an import
+        # of theirs may hold many.
+        raw: Any = connection.connection.dbapi_connection
+        with raw.cursor() as cur, cur.copy(f"COPY audit ({_COLUMNS}) FROM STDIN") as copy:
+            for n in notes:
+                copy.write_row(
+                    (at, who.actor, who.command, n.program_id, n.member_id, n.ref, n.summary)
+                )
+        return
+    at_v = at.isoformat(" ", "microseconds")[:26]
     session.connection().execute(
         text(
-            "INSERT INTO audit (at, actor, command, program_id, member_id, ref, summary) "
+            f"INSERT INTO audit ({_COLUMNS}) "
             "VALUES (:at, :actor, :command, :program, :member, :ref, :summary)"
         ),
         [

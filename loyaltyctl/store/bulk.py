@@ -377,6 +377,7 @@ class Bulk:
         raw: Any = connection.connection.dbapi_connection
         self.raw = raw
         self.dbapi: Any = connection.dialect.dbapi
+        self._sequences: dict[str, str] = {}
         if self.sqlite:
             # Index pages of a large import stay in memory instead of being read back
             # from the file for every row (connection-local; SQLite's default is 2 MiB).
@@ -420,22 +421,42 @@ class Bulk:
         or not)."""
         if self.sqlite:
             return self.max_id(table)
-        seq = self.session.execute(
-            text("SELECT pg_get_serial_sequence(:t, 'id')"), {"t": table}
-        ).scalar_one()
         value = self.session.execute(
-            text(f"SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM {seq}")
+            text(
+                "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END "
+                f"FROM {self._sequence(table)}"
+            )
         ).scalar_one()
         return int(value)
 
-    def sequence_ids(self, table: str, count: int) -> list[int]:
+    def _sequence(self, table: str) -> str:
+        """The name of the sequence of ``table``'s ids, looked up once: as a literal in
+        the statements that use it, it is resolved once per statement, not once per id."""
+        seq = self._sequences.get(table)
+        if seq is None:
+            seq = self._sequences[table] = self.session.execute(
+                text("SELECT pg_get_serial_sequence(:t, 'id')"), {"t": table}
+            ).scalar_one()
+        return seq
+
+    def sequence_ids(self, table: str, count: int) -> Sequence[int]:
+        """``count`` ids from ``table``'s sequence, in increasing order. They come back as
+        a range when nobody took ids in between (the usual case), in one row whatever
+        the count."""
         if count <= 0:
             return []
-        values = self.session.execute(
-            text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)"),
-            {"t": table, "n": count},
-        ).scalars()
-        return [int(v) for v in values]
+        literal = "'" + self._sequence(table).replace("'", "''") + "'"
+        low, high, gaps = self.session.execute(
+            text(
+                f"WITH s AS (SELECT nextval({literal}) AS v FROM generate_series(1, :n)) "
+                "SELECT MIN(v), MAX(v), CASE WHEN MAX(v) - MIN(v) + 1 = COUNT(*) THEN NULL "
+                "ELSE array_agg(v ORDER BY v) END FROM s"
+            ),
+            {"n": count},
+        ).one()
+        if gaps is not None:
+            return [int(v) for v in gaps]
+        return range(int(low), int(high) + 1)
 
     def txn_ids(self, count: int, mark: int | None) -> tuple[Iterator[int], int, bool]:
         """Ids for at most ``count`` new transactions, the mark to pass next time, and
@@ -472,7 +493,50 @@ class Bulk:
             marks = ", ".join("?" * len(columns))
             self._run(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
             return
-        sql = f"COPY {table} ({names}) FROM STDIN"
+        self._copy(f"COPY {table} ({names}) FROM STDIN", rows)
+
+    def update(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """``UPDATE table SET columns… WHERE id = …``: each row is the values, then the id.
+
+        On PostgreSQL several rows go by ``COPY`` into a temporary table of the same
+        column types and one ``UPDATE … FROM`` it: a statement per row would cost a
+        round trip and an index lookup each. The temporary table lives until the end of
+        the transaction and is emptied by the update that reads it (a later batch of the
+        same transaction reuses it). A single row (a single command) is a plain UPDATE."""
+        if not rows:
+            return
+        mark = "?" if self.sqlite else "%s"
+        if self.sqlite or len(rows) == 1:
+            sets = ", ".join(f"{name} = {mark}" for name in columns)
+            self._run(f"UPDATE {table} SET {sets} WHERE id = {mark}", rows)
+            return
+        # One row per id, the last one winning, as one statement per row would leave it
+        # (UPDATE … FROM applies an arbitrary one of several matches).
+        unique = list({row[-1]: row for row in rows}.values())
+        names = ", ".join((*columns, "id"))
+        tmp = f"bulk_{table}"
+        self._execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {tmp} ON COMMIT DROP AS "
+            f"SELECT {names} FROM {table} WITH NO DATA"
+        )
+        self._copy(f"COPY {tmp} ({names}) FROM STDIN", unique)
+        sets = ", ".join(f"{name} = u.{name}" for name in columns)
+        self._execute(
+            f"WITH u AS (DELETE FROM {tmp} RETURNING {names}) "
+            f"UPDATE {table} AS t SET {sets} FROM u WHERE t.id = u.id"
+        )
+
+    # A unique key lost to a concurrent writer surfaces as SQLAlchemy's IntegrityError,
+    # which the CLI answers by running the (idempotent) command once more.
+
+    def _run(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        try:
+            with contextlib.closing(self.raw.cursor()) as cur:
+                cur.executemany(sql, rows)
+        except self.dbapi.IntegrityError as exc:
+            raise IntegrityError(sql, None, exc) from exc
+
+    def _copy(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         try:
             with self.raw.cursor() as cur, cur.copy(sql) as copy:
                 for row in rows:
@@ -480,20 +544,10 @@ class Bulk:
         except self.dbapi.IntegrityError as exc:
             raise IntegrityError(sql, None, exc) from exc
 
-    def update(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        """``UPDATE table SET columns… WHERE id = …``: each row is the values, then the id."""
-        if not rows:
-            return
-        mark = "?" if self.sqlite else "%s"
-        sets = ", ".join(f"{name} = {mark}" for name in columns)
-        self._run(f"UPDATE {table} SET {sets} WHERE id = {mark}", rows)
-
-    def _run(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        # A unique key lost to a concurrent writer surfaces as SQLAlchemy's IntegrityError,
-        # which the CLI answers by running the (idempotent) command once more.
+    def _execute(self, sql: str) -> None:
         try:
-            with contextlib.closing(self.raw.cursor()) as cur:
-                cur.executemany(sql, rows)
+            with self.raw.cursor() as cur:
+                cur.execute(sql)
         except self.dbapi.IntegrityError as exc:
             raise IntegrityError(sql, None, exc) from exc
 

@@ -16,7 +16,7 @@ from loyaltyctl.rules.versions import ProgramContext, VersionInfo
 
 # Qualifying activity kept in memory between batches (member-days); past this the cache is
 # dropped and reloaded from the database, so memory stays bounded however large the file.
-TRACKER_LIMIT = 2_000_000
+TRACKER_LIMIT = 200_000
 # Earning factors kept per (category, tier, day): past this many the cache starts again,
 # so a file of free-text categories cannot grow it without bound.
 FACTOR_CACHE_LIMIT = 100_000

@@ -32,7 +32,7 @@ from loyaltyctl.store.audit import note_postings
 from loyaltyctl.store.eventlog import write_events
 from loyaltyctl.store.models import metadata
 
-SQLITE_CACHE_KIB = 256 * 1024
+SQLITE_CACHE_KIB = 96 * 1024
 
 
 # First key of PostgreSQL's advisory lock that makes imports of one program take turns.
@@ -552,14 +552,22 @@ class Bulk:
             raise IntegrityError(sql, None, exc) from exc
 
 
-def write_postings(bulk: Bulk, postings: Postings, members: Iterable[MemberState]) -> None:
-    """Store a batch: new members, transactions, lots, entries, then the caches."""
+def write_postings(
+    bulk: Bulk,
+    postings: Postings,
+    members: Iterable[MemberState],
+    held: dict[int, MemberState] | None = None,
+) -> None:
+    """Store a batch: new members, transactions, lots, entries, then the caches. With
+    ``held``, changed members' cached balances and tiers are not written but added to it,
+    for ``write_member_caches`` once at the end (an import in one transaction: nobody
+    else reads them meanwhile, and each member is written once instead of per batch)."""
     new_members: list[tuple[Any, ...]] = []
-    member_updates: list[tuple[Any, ...]] = []
+    changed: list[MemberState] = []
     now_s = postings.now_s
     for m in members:
-        last = bulk.ts(m.last_purchase_at) if m.last_purchase_at else None
         if m.new:
+            last = bulk.ts(m.last_purchase_at) if m.last_purchase_at else None
             new_members.append(
                 (
                     m.id, postings.program_id, m.code, m.name, m.email, m.phone,
@@ -569,7 +577,10 @@ def write_postings(bulk: Bulk, postings: Postings, members: Iterable[MemberState
                 )
             )  # fmt: skip
         elif m.changed:
-            member_updates.append((m.balance, m.debt, m.tier, bulk.day(m.tier_since), last, m.id))
+            if held is None:
+                changed.append(m)
+            else:
+                held[m.id] = m
     note_postings(bulk.session, postings.program_id, postings.txns, new_members)
     bulk.insert("member", MEMBER_INSERT, new_members)
     bulk.insert("txn", TXN_INSERT, postings.txns)
@@ -579,10 +590,23 @@ def write_postings(bulk: Bulk, postings: Postings, members: Iterable[MemberState
     bulk.update("points_lot", ("remaining",), postings.lot_updates())
     bulk.insert("voucher", VOUCHER_COLUMNS, postings.vouchers)
     bulk.update("voucher", ("status", "cancelled_at", "cancel_txn_id"), postings.voucher_updates)
-    bulk.update(
-        "member", ("balance", "debt", "tier", "tier_since", "last_purchase_at"), member_updates
-    )
+    write_member_caches(bulk, changed)
     write_events(bulk.session, posting_events(bulk, postings, members))
+
+
+def write_member_caches(bulk: Bulk, members: Iterable[MemberState]) -> None:
+    """The members' cached balance, debt, tier and last purchase, as the ledger has them."""
+    bulk.update(
+        "member",
+        ("balance", "debt", "tier", "tier_since", "last_purchase_at"),
+        [
+            (
+                m.balance, m.debt, m.tier, bulk.day(m.tier_since),
+                bulk.ts(m.last_purchase_at) if m.last_purchase_at else None, m.id,
+            )
+            for m in members
+        ],
+    )  # fmt: skip
 
 
 def _iso(bulk: Bulk, stored: Any) -> str:

@@ -23,12 +23,19 @@ from loyaltyctl.ledger.state import MemberState
 from loyaltyctl.rules.versions import ProgramContext
 from loyaltyctl.services.imports.reading import Layout, SourceRow
 from loyaltyctl.services.imports.rejects import Rejected, reason_of
-from loyaltyctl.store.bulk import Bulk, fetch_activity, fetch_members, load_all_lots, write_postings
+from loyaltyctl.store.bulk import (
+    Bulk,
+    fetch_activity,
+    fetch_members,
+    load_all_lots,
+    write_member_caches,
+    write_postings,
+)
 
 # Member rows kept between batches of a one-transaction import.
 MEMBER_CACHE_LIMIT = 500_000
 # Open lots kept on those member rows for later debits.
-LOT_CACHE_LIMIT = 250_000
+LOT_CACHE_LIMIT = 50_000
 
 
 @dataclass
@@ -62,6 +69,8 @@ class Importer:
         self.kernel = Kernel(ctx.id, ctx.key, self.book, self.tracker, now)
         # Members whose open lots are kept between batches of one transaction.
         self._kept: dict[int, MemberState] = {}
+        # Members whose cached balances changed since written (one transaction only).
+        self._held: dict[int, MemberState] = {}
 
     def apply(self, session: Session, rows: list[SourceRow]) -> BatchResult:
         """Parse and apply one batch of rows in file order, in the session's transaction:
@@ -143,6 +152,7 @@ class Importer:
             k.members = fetch_members(session, self.ctx.id, codes)
         else:
             if len(k.members) > MEMBER_CACHE_LIMIT:
+                self.write_held(session)
                 k.members = {}
                 self._kept.clear()
             missing = [code for code in codes if code not in k.members]
@@ -157,9 +167,16 @@ class Importer:
             for member_id, qual_at, points, spend, visits in fetch_activity(session, ids, since):
                 self.tracker.add(member_id, qual_at, points, spend, visits)
 
+    def write_held(self, session: Session) -> None:
+        """Write the member caches held back by the batches of one transaction: call it
+        after the last batch, in that transaction."""
+        if self._held:
+            write_member_caches(Bulk(session), self._held.values())
+            self._held.clear()
+
     def _finish(self, bulk: Bulk, postings: Postings) -> None:
         touched = self.kernel.touched
-        write_postings(bulk, postings, touched.values())
+        write_postings(bulk, postings, touched.values(), self._held if self.keeps_locks else None)
         for m in touched.values():
             m.changed = m.new = False
         self._keep_lots(postings)

@@ -10,8 +10,10 @@ transaction, rolled back.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -115,6 +117,17 @@ class FileImport:
         rows at a time; ``on_batch(number, result)`` after each batch (committed, when
         batches are committed one by one). Raises InvalidInput, having written nothing,
         when a row is bad and there is no rejects file."""
+        with _no_cycle_collection():
+            return self._run(engine, program, now, batch_rows, on_batch)
+
+    def _run(
+        self,
+        engine: Engine,
+        program: str | None,
+        now: datetime,
+        batch_rows: int,
+        on_batch: Callable[[int, BatchResult], Any] | None,
+    ) -> ImportSummary:
         summary = self.summary
         out = self.out
         source = self.source
@@ -141,10 +154,26 @@ class FileImport:
                 importer = importer_class(ctx, now=now, keeps_locks=True)
                 for number, rows in enumerate(source.batches(batch_rows), 1):
                     record(number, importer.apply(session, rows))
+                importer.write_held(session)
                 if summary.rejected and out is None:
                     raise _bad_rows(summary, self.file)
         summary.seconds = round(time.perf_counter() - self.started, 3)
         return summary
+
+
+@contextlib.contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Python's cycle collector off for the import: the rows it makes form no cycles,
+    while the members, lots and activity it keeps between batches are hundreds of
+    thousands of objects that every full collection walked again (a quarter of the
+    import's time on 200,000 purchases)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _bad_rows(summary: ImportSummary, file: Path) -> InvalidInput:

@@ -201,10 +201,18 @@ class Importer:
         for m in postings.debtors.values():
             if m.lots is not None:
                 m.lots = [lot for lot in m.lots if lot.remaining > 0]
+        kept = self._kept
         for m in touched.values():
             if m.lots is not None:
-                self._kept[m.id] = m
-        if sum(len(m.lots or ()) for m in self._kept.values()) > LOT_CACHE_LIMIT:
-            for m in self._kept.values():
+                kept.pop(m.id, None)  # the most recently used last
+                kept[m.id] = m
+        held = sum(len(m.lots or ()) for m in kept.values())
+        if held > LOT_CACHE_LIMIT:
+            # The members whose lots were used longest ago go first, down to half the
+            # ceiling: regulars keep theirs.
+            for member_id in list(kept):
+                if held <= LOT_CACHE_LIMIT // 2:
+                    break
+                m = kept.pop(member_id)
+                held -= len(m.lots or ())
                 m.lots = None
-            self._kept.clear()

@@ -242,7 +242,10 @@ class TxnImporter(Importer):
                     own.append(found.id)
         kept = {m.id: m for m in needs if m.lots is not None}
         if kept and own:
-            add_lots_of_txns(self.session, kept, own)
+            # Lots already in memory need no reading (a recent purchase's, mostly).
+            held = {lot.txn_id for m in kept.values() for lot in m.lots or ()}
+            if missing := [txn_id for txn_id in own if txn_id not in held]:
+                add_lots_of_txns(self.session, kept, missing)
         fetch_open_lots(self.session, {m: n for m, n in needs.items() if m.id not in kept}, own)
 
     def _activity_needs(self, parsed: list[TxnRow]) -> dict[int, int]:

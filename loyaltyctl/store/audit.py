@@ -70,9 +70,44 @@ class Note:
     summary: str
 
 
+class _Notes:
+    """A transaction's notes, until it has touched more than ``PER_MEMBER_LIMIT``
+    members; past that only what the one summary row says (how many transactions of how
+    many members), so an import of a million rows holds no million notes until commit."""
+
+    def __init__(self) -> None:
+        self.kept: list[Note] = []
+        self.members: set[int] = set()
+        self.refs = 0
+        self.program_id: int | None = None
+        self.summed = False
+
+    def add(self, note_: Note) -> None:
+        if note_.member_id is not None:
+            self.members.add(note_.member_id)
+        if note_.ref:
+            self.refs += 1
+        if self.program_id is None and note_.program_id:
+            self.program_id = note_.program_id
+        if not self.summed:
+            self.kept.append(note_)
+            if len(self.members) > PER_MEMBER_LIMIT:
+                self.summed = True
+                self.kept = []
+
+    def rows(self) -> list[Note]:
+        if not self.summed:
+            return self.kept
+        summary = f"{self.refs} transactions of {len(self.members)} members"
+        return [Note(self.program_id, None, None, summary)]
+
+
 def note(session: Session, note_: Note) -> None:
     if _acting.get() is not None:
-        session.info.setdefault(_NOTES, []).append(note_)
+        notes = session.info.get(_NOTES)
+        if notes is None:
+            notes = session.info[_NOTES] = _Notes()
+        notes.add(note_)
 
 
 def note_postings(session: Session, program_id: int, txns: list[tuple[Any, ...]],
@@ -133,14 +168,10 @@ def _write(session: Session) -> None:
     if who is None:
         return
     session.flush()  # ORM changes still pending are noted by the flush hook
-    notes: list[Note] = session.info.pop(_NOTES, [])
+    held: _Notes | None = session.info.pop(_NOTES, None)
+    notes = held.rows() if held is not None else []
     if not notes:
         return
-    members = {n.member_id for n in notes if n.member_id is not None}
-    if len(members) > PER_MEMBER_LIMIT:
-        refs = sum(1 for n in notes if n.ref)
-        program = next((n.program_id for n in notes if n.program_id), None)
-        notes = [Note(program, None, None, f"{refs} transactions of {len(members)} members")]
     at = datetime.now(UTC)
     connection = session.connection()
     sqlite = connection.dialect.name == "sqlite"

@@ -283,15 +283,16 @@ def add_lots_of_txns(
     session: Session, members: dict[int, MemberState], txn_ids: Iterable[int]
 ) -> None:
     """Add to the lots already loaded for ``members`` the open lots the transactions
-    ``txn_ids`` made (purchases being returned), where missing. Read through the
-    members' index: lots have none by transaction."""
+    ``txn_ids`` made (purchases being returned), where missing. Found through the
+    purchases' entries (a lot has no index by transaction; its earn entry has)."""
     rows = session.connection().execute(
         text(
-            f"SELECT {_LOT_COLUMNS} FROM points_lot "
-            f"WHERE {_any(session, 'member_id', 'ids')} AND remaining > 0 "
-            f"AND {_any(session, 'txn_id', 'own')}"
+            "SELECT l.member_id, l.id, l.txn_id, l.expires_on, l.earned_at, l.remaining "
+            "FROM points_entry e JOIN points_lot l ON l.id = e.lot_id "
+            f"WHERE {_any(session, 'e.txn_id', 'own')} AND l.txn_id = e.txn_id "
+            "AND l.remaining > 0"
         ),
-        {"ids": _values(session, members), "own": _values(session, txn_ids)},
+        {"own": _values(session, txn_ids)},
     )
     _append_missing_lots(members, rows)
 

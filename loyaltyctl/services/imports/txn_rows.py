@@ -241,6 +241,12 @@ class TxnImporter(Importer):
                 if (found := self.kernel.known.get(r.original)) is not None:
                     own.append(found.id)
         kept = {m.id: m for m in needs if m.lots is not None}
+        # A member with returns and nothing else to debit starts from its purchases' own
+        # lots: more are read only if the clawback needs them (``Kernel.more_lots``).
+        for m, points in needs.items():
+            if points <= 0 and m.id not in kept:
+                m.lots, m.horizon, m.lots_complete = [], None, False
+                kept[m.id] = m
         if kept and own:
             # Lots already in memory need no reading (a recent purchase's, mostly).
             held = {lot.txn_id for m in kept.values() for lot in m.lots or ()}

@@ -589,14 +589,9 @@ def pg_floor(cluster: Any, source: str, floor: str, since: dict[str, int]) -> tu
                 cur.execute(
                     f"SELECT {columns} FROM {table} WHERE id > %s ORDER BY id", (since[table],)
                 )
-                with dst.cursor() as out:
-                    while rows := cur.fetchmany(50_000):
-                        started = time.perf_counter()
-                        with out.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-                            for row in rows:
-                                copy.write_row(row)
-                        elapsed += time.perf_counter() - started
-                        copied += len(rows)
+                seconds, count = _copy_timed(cur, dst, table, columns)
+                elapsed += seconds
+                copied += count
         members = src.execute(f"SELECT {MEMBER_UPDATE} FROM member").fetchall()
         started = time.perf_counter()
         with dst.cursor() as out:
@@ -607,6 +602,22 @@ def pg_floor(cluster: Any, source: str, floor: str, since: dict[str, int]) -> tu
             )
         dst.commit()
         elapsed += time.perf_counter() - started
+    return elapsed, copied
+
+
+def _copy_timed(cur: Any, dst: Any, table: str, columns: str) -> tuple[float, int]:
+    """COPY what ``cur`` reads into ``table`` of ``dst``, in chunks; only the COPY is
+    timed. Returns the seconds and the rows copied."""
+    elapsed = 0.0
+    copied = 0
+    with dst.cursor() as out:
+        while rows := cur.fetchmany(50_000):
+            started = time.perf_counter()
+            with out.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            elapsed += time.perf_counter() - started
+            copied += len(rows)
     return elapsed, copied
 
 
@@ -625,14 +636,8 @@ def pg_storage_floor(
         for table, columns in STORAGE_COLUMNS.items():
             with src.cursor(name=f"read_{table}") as cur:
                 cur.execute(STORAGE_SOURCE[table].replace(":since", "%(since)s"), {"since": since})
-                with dst.cursor() as out:
-                    while rows := cur.fetchmany(50_000):
-                        started = time.perf_counter()
-                        with out.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-                            for row in rows:
-                                copy.write_row(row)
-                        elapsed += time.perf_counter() - started
-                        stored[table] += len(rows)
+                seconds, stored[table] = _copy_timed(cur, dst, table, columns)
+                elapsed += seconds
         started = time.perf_counter()
         dst.commit()
         elapsed += time.perf_counter() - started

@@ -108,3 +108,33 @@ def test_db_check_finds_a_reference_to_nothing(
     found = deli.json("db", "check", code=8)
     assert not found["ok"]
     assert any(f"{column} 999999 names no" in p and p.startswith(table) for p in found["problems"])
+
+
+@freeze_time("2026-02-01 12:00:00")
+def test_an_upgrade_that_finds_broken_references_changes_nothing(
+    backend: str, deli: Cli, engine: Engine, db_url: str
+) -> None:
+    """A 0006 file with a row naming a missing one (written with SQLite's key checks off,
+    as another tool might): the upgrade says so, exit 10, and leaves the schema as it was."""
+    import sqlite3
+
+    if backend != "sqlite":
+        pytest.skip("SQLite's key checks are off while it migrates; PostgreSQL's never are")
+
+    from loyaltyctl.store.db import current_revision, sqlite_path
+
+    _fill(deli)
+    _migrate(engine, "0006", down=True)
+    engine.dispose()
+    raw = sqlite3.connect(sqlite_path(db_url))
+    raw.execute("PRAGMA foreign_keys = OFF")
+    # A key 0007 keeps (an audit row's program); the ledger tables' keys are gone after
+    # it and their references are db check's to verify (above).
+    raw.execute("UPDATE audit SET program_id = 999999 WHERE id = (SELECT MIN(id) FROM audit)")
+    raw.commit()
+    raw.close()
+
+    result = deli("db", "upgrade", code=10)
+    assert "references to missing rows" in result.stderr
+    assert "audit row" in result.stderr
+    assert current_revision(engine) == "0006"

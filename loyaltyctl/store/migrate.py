@@ -59,4 +59,12 @@ def _migrate(engine: Engine, step: Any, revision: str) -> None:
 def _check_keys(conn: Connection) -> None:
     broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchmany(5)
     if broken:
-        raise RuntimeError(f"the migration broke foreign keys: {broken}")
+        from loyaltyctl.errors import Unusable
+
+        found = "; ".join(f"{table} row {rowid} names a missing {parent}" for table, rowid,
+                          parent, _ in broken)  # fmt: skip
+        raise Unusable(
+            f"the schema upgrade was not made: the database has references to missing rows "
+            f"({found})",
+            hint="restore the database from a backup, or ask for help with the rows named",
+        )

@@ -63,6 +63,18 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
 
 
+def assert_models_match_schema(engine: Engine) -> None:
+    """`alembic check`: the models and the database's migrated schema agree."""
+    from alembic import command
+
+    from loyaltyctl.store.migrate import alembic_config
+
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.check(cfg)
+
+
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[Any]:
     from tests.pgcluster import start_cluster

@@ -186,7 +186,7 @@ def _write(session: Session) -> None:
                 )
         return
     at_v = at.isoformat(" ", "microseconds")[:26]
-    session.connection().execute(
+    connection.execute(
         text(
             f"INSERT INTO audit ({_COLUMNS}) "
             "VALUES (:at, :actor, :command, :program, :member, :ref, :summary)"

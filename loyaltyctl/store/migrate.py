@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 from alembic import command
 from alembic.config import Config
@@ -35,7 +35,7 @@ def downgrade(engine: Engine, revision: str) -> None:
     _migrate(engine, command.downgrade, revision)
 
 
-def _migrate(engine: Engine, step: Any, revision: str) -> None:
+def _migrate(engine: Engine, step: Callable[[Config, str], object], revision: str) -> None:
     """One transaction. SQLite changes a table's keys by copying it, and dropping the old
     copy of a table others refer to fails its key checks even when the new copy takes
     its place: so they are off while migrating (a pragma that only takes effect outside

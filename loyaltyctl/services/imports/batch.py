@@ -206,13 +206,13 @@ class Importer:
             if m.lots is not None:
                 kept.pop(m.id, None)  # the most recently used last
                 kept[m.id] = m
-        held = sum(len(m.lots or ()) for m in kept.values())
-        if held > LOT_CACHE_LIMIT:
+        lots = sum(len(m.lots or ()) for m in kept.values())
+        if lots > LOT_CACHE_LIMIT:
             # The members whose lots were used longest ago go first, down to half the
             # ceiling: regulars keep theirs.
             for member_id in list(kept):
-                if held <= LOT_CACHE_LIMIT // 2:
+                if lots <= LOT_CACHE_LIMIT // 2:
                     break
                 m = kept.pop(member_id)
-                held -= len(m.lots or ())
+                lots -= len(m.lots or ())
                 m.lots = None

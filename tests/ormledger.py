@@ -8,7 +8,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlmodel import Session
+from sqlalchemy import case
+from sqlmodel import Session, col, select
 
 from loyaltyctl.errors import NotAllowed
 from loyaltyctl.ledger.postings import plan_debit, split_credit
@@ -152,3 +153,18 @@ def expire_lot(
     if points > 0:
         _entry(session, member, source, "expire", -points, at, now, lot)
     return points
+
+
+def open_lots(session: Session, member: Member) -> list[PointsLot]:
+    """The member's lots with points left, in the order debits take them."""
+    stmt = (
+        select(PointsLot)
+        .where(PointsLot.member_id == member.id, PointsLot.remaining > 0)
+        .order_by(
+            case((col(PointsLot.expires_on).is_(None), 1), else_=0),
+            col(PointsLot.expires_on),
+            col(PointsLot.earned_at),
+            col(PointsLot.id),
+        )
+    )
+    return list(session.exec(stmt).all())

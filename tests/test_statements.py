@@ -21,7 +21,7 @@ from sqlmodel import Session
 
 from loyaltyctl.render.colors import contrast, readable_text_on
 from loyaltyctl.services.context import load_context
-from loyaltyctl.services.ledger import find_member, open_lots
+from loyaltyctl.services.ledger import find_member
 from loyaltyctl.store.db import make_engine, session_scope
 from loyaltyctl.store.models import (
     JobRun,
@@ -35,7 +35,7 @@ from loyaltyctl.store.models import (
     Voucher,
 )
 from tests.conftest import PROGRAMS, Cli, write_program
-from tests.ormledger import Source, debit, expire_lot, refund
+from tests.ormledger import Source, debit, expire_lot, open_lots, refund
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = bool(os.environ.get("UPDATE_GOLDEN"))

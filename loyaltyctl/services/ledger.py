@@ -1,11 +1,11 @@
-"""Reading a member and its lots with the ORM, for the services that look rather than
+"""Reading a member and its points with the ORM, for the services that look rather than
 post (every point that moves is decided by the posting core, ``loyaltyctl.ledger``)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import case, func
+from sqlalchemy import ColumnElement, func
 from sqlmodel import Session, col, select
 
 from loyaltyctl.errors import NotFound
@@ -37,28 +37,20 @@ def member_not_found(code: str, program_id: int, session: Session) -> NotFound:
     )
 
 
-def open_lots(
-    session: Session, member: Member, *, spendable_at: datetime | None = None
-) -> list[PointsLot]:
-    """Lots with points left, oldest-expiring first (no expiry last), then oldest earned.
-    With ``spendable_at``, only lots no longer pending then."""
-    stmt = select(PointsLot).where(PointsLot.member_id == member.id, PointsLot.remaining > 0)
-    if spendable_at is not None:
-        stmt = stmt.where(PointsLot.available_at <= spendable_at)
-    stmt = stmt.order_by(
-        case((col(PointsLot.expires_on).is_(None), 1), else_=0),
-        col(PointsLot.expires_on),
-        col(PointsLot.earned_at),
-        col(PointsLot.id),
-    )
-    return list(session.exec(stmt).all())
+def spendable_points(session: Session, member_id: int, at: datetime) -> int:
+    """Points in the member's lots that may be spent at ``at``."""
+    return _points_left(session, member_id, col(PointsLot.available_at) <= at)
 
 
 def pending_points(session: Session, member_id: int, now: datetime) -> int:
+    """Points in the member's lots still pending at ``now``."""
+    return _points_left(session, member_id, col(PointsLot.available_at) > now)
+
+
+def _points_left(session: Session, member_id: int, available: ColumnElement[bool]) -> int:
     value = session.exec(
         select(func.coalesce(func.sum(PointsLot.remaining), 0)).where(
-            PointsLot.member_id == member_id,
-            PointsLot.available_at > now,
+            PointsLot.member_id == member_id, PointsLot.remaining > 0, available
         )
     ).one()
     return int(value)

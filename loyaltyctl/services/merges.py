@@ -14,14 +14,13 @@ from sqlmodel import Session
 
 from loyaltyctl.ledger import merges
 from loyaltyctl.ledger.requests import Merge
-from loyaltyctl.ledger.state import OpenLot
 from loyaltyctl.ledger.transfers import refuse_same
 from loyaltyctl.rules.timeutil import local_date
 from loyaltyctl.rules.versions import ProgramContext
 from loyaltyctl.services import events
 from loyaltyctl.services.tiering import window_activity
 from loyaltyctl.services.transfers import batch_of_two, earlier_pair
-from loyaltyctl.store.bulk import fetch_taken_lots
+from loyaltyctl.store.bulk import fetch_lots_with_availability, fetch_taken_lots
 
 
 @dataclass
@@ -33,18 +32,6 @@ class MergeResult:
     balance: int
     tier: str
     duplicate: bool
-
-
-def _open_lots(session: Session, member_id: int) -> list[tuple[OpenLot, Any]]:
-    rows: Any = session.connection().execute(
-        text(
-            "SELECT id, txn_id, expires_on, earned_at, remaining, available_at FROM points_lot "
-            "WHERE member_id = :m AND remaining > 0 "
-            "ORDER BY expires_on IS NULL, expires_on, earned_at, id"
-        ),
-        {"m": member_id},
-    )
-    return [(OpenLot(i, t, e, a, r), av) for i, t, e, a, r, av in rows]
 
 
 def _activity(session: Session, member_id: int) -> list[merges.Activity]:
@@ -98,7 +85,7 @@ def merge_members(
     refuse_same(src, dst, "merge")
     merges.refuse(src, "source")
     merges.refuse(dst, "target")
-    lots = _open_lots(session, src.id)
+    lots = fetch_lots_with_availability(session, src.id)
     activity = _activity(session, src.id)
     vouchers = _live_vouchers(session, src.id)
     today = local_date(when, rules.tz)

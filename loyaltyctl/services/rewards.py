@@ -38,8 +38,8 @@ from loyaltyctl.services import events
 from loyaltyctl.services.context import ProgramContext
 from loyaltyctl.services.ledger import (
     find_member,
-    open_lots,
     pending_points,
+    spendable_points,
 )
 from loyaltyctl.services.voucher_refs import claim_use_ref
 from loyaltyctl.store.models import Member, Txn, Voucher
@@ -102,7 +102,8 @@ def _live_counts(session: Session, member_id: int, at: datetime) -> dict[str, in
 
 def _available(session: Session, member: Member, at: datetime) -> int:
     """Points the member may spend at ``at``: its spendable lots' remainders less any debt."""
-    return sum(lot.remaining for lot in open_lots(session, member, spendable_at=at)) - member.debt
+    assert member.id is not None
+    return spendable_points(session, member.id, at) - member.debt
 
 
 @dataclass

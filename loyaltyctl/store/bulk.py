@@ -257,6 +257,20 @@ def fetch_spendable_lots(session: Session, member_id: int, at: Any) -> list[Open
             earned, left in rows]  # fmt: skip
 
 
+def fetch_lots_with_availability(session: Session, member_id: int) -> list[tuple[OpenLot, Any]]:
+    """All the member's lots with points left, pending ones too, in the order debits take
+    them, each with the time it becomes spendable (as read: text on SQLite)."""
+    rows: Any = session.connection().execute(
+        text(
+            f"SELECT {_LOT_COLUMNS}, available_at FROM points_lot "
+            f"WHERE member_id = :m AND remaining > 0 ORDER BY {_LOT_ORDER}"
+        ),
+        {"m": member_id},
+    )
+    return [(OpenLot(lot_id, txn_id, expires, earned, left), available) for _, lot_id, txn_id,
+            expires, earned, left, available in rows]  # fmt: skip
+
+
 def fetch_taken_lots(session: Session, txn_id: int) -> list[tuple[OpenLot, int, date | None]]:
     """The lots a transaction (a redemption) took points from: each lot, how many, and
     its expiry date, in the order it took them."""

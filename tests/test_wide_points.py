@@ -3,6 +3,7 @@ length limits on both (exit 4 beyond them, never a database error)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,38 @@ def test_a_program_key_past_64_characters(cli: Cli, tmp_path: Path) -> None:
     one_error(cli("program", "validate", str(path), code=None), 4, "longer than 64")
     one_error(cli("program", "load", str(path), code=None), 4, "longer than 64")
     assert cli.json("program", "list") == []
+
+
+# Every table whose ids come from a sequence and grow with the purchases (migration 0008).
+GROWING = ("txn", "points_lot", "points_entry", "tier_change", "voucher", "event", "audit")
+
+
+def test_ids_past_32_bits(deli: Cli, engine: Engine, backend: str) -> None:
+    """A ledger whose ids have passed 2,147,483,647 on PostgreSQL takes every kind of
+    write and reads back whole (SQLite's INTEGER ids are 64-bit already)."""
+    if backend == "sqlite":
+        pytest.skip("SQLite's ids are 64-bit rowids")
+    start = 3_000_000_000
+    with engine.begin() as conn:
+        for table in GROWING:
+            conn.execute(
+                text("SELECT setval(pg_get_serial_sequence(:t, 'id'), :v)"),
+                {"t": table, "v": start},
+            )
+    deli("member", "enroll", "M1", "--at", "2026-01-01")
+    deli("member", "enroll", "M2", "--at", "2026-01-01")
+    deli("txn", "post", "M1", "--ref", "P1", "--amount", "150.00", "--at", "2026-01-05T10:00")
+    deli("txn", "return", "M1", "--ref", "R1", "--original", "P1", "--amount", "50.00",
+         "--at", "2026-01-06T10:00")  # fmt: skip
+    voucher = deli.json("reward", "redeem", "M1", "cookie", "--ref", "V1")["voucher"]
+    deli("reward", "cancel", voucher)
+    deli("txn", "transfer", "M1", "M2", "--points", "10", "--ref", "X1")
+    deli("member", "merge", "M2", "M1", "--ref", "G1")
+    pulled = deli("events", "pull", "crm", "--json").stdout.splitlines()
+    assert pulled and all(json.loads(line)["id"] > start for line in pulled)
+    assert deli("events", "pull", "crm", "--json").stdout == ""
+    assert deli.json("txn", "show", "R1")["ref"] == "R1"
+    with engine.connect() as conn:
+        for table in ("txn", "points_lot", "points_entry", "voucher", "event", "audit"):
+            assert conn.execute(text(f"SELECT MAX(id) FROM {table}")).scalar() > start
+    deli.check()

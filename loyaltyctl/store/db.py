@@ -26,7 +26,7 @@ from loyaltyctl.errors import Busy, InvalidInput, LoyaltyError, Unusable
 
 # The newest migration this code knows; kept beside the migrations and checked by a test,
 # so a command can tell whether the schema is current without loading Alembic.
-SCHEMA_HEAD = "0007"
+SCHEMA_HEAD = "0008"
 
 DEFAULT_BUSY_TIMEOUT = 30.0
 MAX_BUSY_TIMEOUT = 86400.0

@@ -42,6 +42,9 @@ metadata: MetaData = SQLModel.metadata
 # Points, balances and job totals are 64-bit: BIGINT on PostgreSQL; SQLite's INTEGER is
 # already 64-bit, so its tables stay as they are (migration 0006 widens PostgreSQL's).
 POINTS = BigInteger().with_variant(Integer(), "sqlite")
+# So are the ids of the tables that grow with every purchase, and the columns naming
+# them (migration 0008); SQLite keeps INTEGER, which makes an id its rowid.
+ID = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class ProgramRow(SQLModel, table=True):
@@ -115,13 +118,13 @@ class TierChangeRow(SQLModel, table=True):
         ),
     )
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
     member_id: int
     tier: str = Field(max_length=64)
     effective_on: date
     reason: str = Field(max_length=16)
     recorded_at: datetime
-    txn_id: int | None = None
+    txn_id: int | None = Field(default=None, sa_type=ID)
     job_run_id: int | None = None
 
 
@@ -141,7 +144,7 @@ class Txn(SQLModel, table=True):
         ),
     )
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
     program_id: int
     member_id: int
     ref: str = Field(max_length=200)
@@ -153,7 +156,7 @@ class Txn(SQLModel, table=True):
     points: int = Field(default=0, sa_type=POINTS)
     balance_after: int = Field(default=0, sa_type=POINTS)
     tier_after: str = ""
-    original_id: int | None = None
+    original_id: int | None = Field(default=None, sa_type=ID)
     reason: str | None = None
     # Qualifying activity this transaction adds (negative for returns), dated by
     # `qual_at`: a return counts against the window of the purchase it undoes.
@@ -181,9 +184,9 @@ class PointsLot(SQLModel, table=True):
         CheckConstraint("remaining >= 0 AND remaining <= points", name="remaining_in_range"),
     )
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
     member_id: int
-    txn_id: int
+    txn_id: int = Field(sa_type=ID)
     kind: str = Field(max_length=16)
     earned_at: datetime
     available_at: datetime
@@ -204,11 +207,11 @@ class PointsEntry(SQLModel, table=True):
         ),
     )
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
     member_id: int
-    txn_id: int | None = Field(default=None, index=True)
+    txn_id: int | None = Field(default=None, index=True, sa_type=ID)
     job_run_id: int | None = None
-    lot_id: int | None = None
+    lot_id: int | None = Field(default=None, sa_type=ID)
     kind: str = Field(max_length=16)
     points: int = Field(sa_type=POINTS)
     at: datetime
@@ -224,10 +227,10 @@ class Voucher(SQLModel, table=True):
         Index("ix_voucher_use_ref", "program_id", "use_ref", unique=True),
     )
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
     program_id: int
     member_id: int
-    txn_id: int = Field(unique=True)
+    txn_id: int = Field(unique=True, sa_type=ID)
     code: str = Field(unique=True, max_length=32)
     reward_key: str = Field(max_length=64)
     reward_name: str
@@ -241,7 +244,7 @@ class Voucher(SQLModel, table=True):
     used_at: datetime | None = None
     cancelled_at: datetime | None = None
     expired_at: datetime | None = None
-    cancel_txn_id: int | None = None
+    cancel_txn_id: int | None = Field(default=None, sa_type=ID)
     use_ref: str | None = Field(default=None, max_length=200)
 
 
@@ -293,7 +296,7 @@ class EventRow(SQLModel, table=True):
         ),
     )
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
     at: datetime
     type: str = Field(max_length=32)
     program_id: int = Field(foreign_key="program.id")
@@ -309,7 +312,7 @@ class EventCursor(SQLModel, table=True):
 
     consumer: str = Field(primary_key=True, max_length=100)
     program_id: int = Field(primary_key=True, foreign_key="program.id")
-    last_id: int = 0
+    last_id: int = Field(default=0, sa_type=ID)
     updated_at: datetime
 
 
@@ -324,7 +327,7 @@ class AuditRow(SQLModel, table=True):
         Index("ix_audit_at", "at"),
     )
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
     at: datetime
     actor: str = Field(max_length=128)
     command: str = Field(max_length=64)

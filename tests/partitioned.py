@@ -142,9 +142,9 @@ def _key_table(conn: Connection, name: str, table: str, cols: tuple[str, ...]) -
     old_present = " AND ".join(f"OLD.{c} IS NOT NULL" for c in cols)
     new_present = " AND ".join(f"NEW.{c} IS NOT NULL" for c in cols)
     new_values = ", ".join(f"NEW.{c}" for c in cols)
-    # A row that moves to another member's partition (a merge moves live vouchers) is a
-    # DELETE then an INSERT for PostgreSQL, so both are handled; an UPDATE in place that
-    # changes the key (a voucher's use reference, set once) replaces the key row.
+    # A row that moves to another member (a merge's live vouchers) is deleted and
+    # inserted again, so both are handled; an UPDATE in place that changes the key (a
+    # voucher's use reference, set once) replaces the key row.
     conn.execute(
         text(
             f"CREATE FUNCTION {name}_keep() RETURNS trigger LANGUAGE plpgsql AS $$\n"
@@ -176,11 +176,33 @@ def _key_table(conn: Connection, name: str, table: str, cols: tuple[str, ...]) -
     )
 
 
+def _fixed_distribution_column(conn: Connection, table: str, column: str) -> None:
+    """Refuse an UPDATE that changes ``column``, as Citus refuses to change a distributed
+    table's distribution column (PostgreSQL would move the row to another partition): the
+    tool moves a row to another member by deleting and inserting it."""
+    conn.execute(
+        text(
+            f"CREATE TRIGGER {table}_fixed_{column} BEFORE UPDATE OF {column} ON {table} "
+            f"FOR EACH ROW WHEN (NEW.{column} IS DISTINCT FROM OLD.{column}) "
+            "EXECUTE FUNCTION refuse_new_distribution()"
+        )
+    )
+
+
 def partition(conn: Connection) -> None:
     """Convert the migrated database of ``conn`` (in its transaction)."""
     _drop_foreign_keys(conn)
+    conn.execute(
+        text(
+            "CREATE FUNCTION refuse_new_distribution() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+            "BEGIN\n"
+            "  RAISE EXCEPTION 'the distribution column of % cannot change', TG_TABLE_NAME;\n"
+            "END $$"
+        )
+    )
     for table, column in DISTRIBUTED.items():
         _convert(conn, table, column)
+        _fixed_distribution_column(conn, table, column)
     for name, (table, cols) in KEYS.items():
         _key_table(conn, name, table, cols)
 

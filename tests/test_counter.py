@@ -244,6 +244,7 @@ def test_merge_moves_lots_with_their_dates_then_expiry_takes_them_on_those_dates
 
 
 @pytest.mark.partitioned
+@pytest.mark.partitioned
 def test_merge_of_a_gold_and_a_bronze_member_with_vouchers_and_debt(
     cli: Cli, tmp_path: Path
 ) -> None:

@@ -108,7 +108,7 @@ def merge_members(
         ("status", "status_reason", "updated_at"),
         [("merged", f"merged into {dst.code}", now_s, src.id)],
     )
-    bulk.update("voucher", ("member_id", "txn_id"), [(dst.id, t, v) for v, t in merged.vouchers])
+    bulk.move("voucher", {v: {"member_id": dst.id, "txn_id": t} for v, t in merged.vouchers})
     events.record(
         session,
         ctx.id,

@@ -541,6 +541,33 @@ class Bulk:
             f"UPDATE {table} AS t SET {sets} FROM u WHERE t.id = u.id"
         )
 
+    def move(self, table: str, changes: dict[int, dict[str, Any]]) -> None:
+        """Give rows to another member: each row of ``table`` by id, with the columns of
+        ``changes[id]`` replaced, deleted and inserted again under the same id. A
+        database distributed by member moves a row between shards only that way (Citus
+        refuses an UPDATE of the distribution column; docs/scaling.md)."""
+        if not changes:
+            return
+        columns = [c.name for c in metadata.tables[table].columns]
+        ids = sorted(changes)
+        connection = self.session.connection()
+        read: Any = connection.execute(
+            text(
+                f"SELECT {', '.join(columns)} FROM {table} WHERE {_any(self.session, 'id', 'ids')}"
+            ),
+            {"ids": _values(self.session, ids)},
+        )
+        rows = []
+        for found in read:
+            row = dict(zip(columns, found, strict=True))
+            row.update(changes[row["id"]])
+            rows.append(tuple(row[c] for c in columns))
+        connection.execute(
+            text(f"DELETE FROM {table} WHERE {_any(self.session, 'id', 'ids')}"),
+            {"ids": _values(self.session, ids)},
+        )
+        self.insert(table, columns, rows)
+
     # A unique key lost to a concurrent writer surfaces as SQLAlchemy's IntegrityError,
     # which the CLI answers by running the (idempotent) command once more.
 

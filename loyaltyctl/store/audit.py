@@ -26,10 +26,13 @@ from typing import Any
 from sqlalchemy import event, inspect, text
 from sqlmodel import Session
 
+from loyaltyctl.store.eventlog import stored_time
+from loyaltyctl.store.rows import insert_rows
+
 # Past this many members touched, one row for the whole command (an import) instead.
 PER_MEMBER_LIMIT = 20
 _NOTES = "audit_notes"
-_COLUMNS = "at, actor, command, program_id, member_id, ref, summary"
+_COLUMNS = ("at", "actor", "command", "program_id", "member_id", "ref", "summary")
 
 
 @dataclass(frozen=True)
@@ -174,32 +177,10 @@ def _write(session: Session) -> None:
         return
     at = datetime.now(UTC)
     connection = session.connection()
-    sqlite = connection.dialect.name == "sqlite"
-    if not sqlite:
-        # COPY: with few members touched there is a row per transaction, and an import
-        # of theirs may hold many.
-        raw: Any = connection.connection.dbapi_connection
-        with raw.cursor() as cur, cur.copy(f"COPY audit ({_COLUMNS}) FROM STDIN") as copy:
-            for n in notes:
-                copy.write_row(
-                    (at, who.actor, who.command, n.program_id, n.member_id, n.ref, n.summary)
-                )
-        return
-    at_v = at.isoformat(" ", "microseconds")[:26]
-    connection.execute(
-        text(
-            f"INSERT INTO audit ({_COLUMNS}) "
-            "VALUES (:at, :actor, :command, :program, :member, :ref, :summary)"
-        ),
-        [
-            {
-                "at": at_v, "actor": who.actor, "command": who.command,
-                "program": n.program_id, "member": n.member_id, "ref": n.ref,
-                "summary": n.summary,
-            }
-            for n in notes
-        ],
-    )  # fmt: skip
+    at_v = stored_time(connection.dialect.name == "sqlite", at)
+    rows = [(at_v, who.actor, who.command, n.program_id, n.member_id, n.ref, n.summary)
+            for n in notes]  # fmt: skip
+    insert_rows(connection, "audit", _COLUMNS, rows)
 
 
 def _forget(session: Session) -> None:

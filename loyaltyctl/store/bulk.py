@@ -31,6 +31,7 @@ from loyaltyctl.rules.search import email_key, phone_rev
 from loyaltyctl.store.audit import note_postings
 from loyaltyctl.store.eventlog import write_events
 from loyaltyctl.store.models import metadata
+from loyaltyctl.store.rows import insert_rows
 
 SQLITE_CACHE_KIB = 96 * 1024
 
@@ -501,14 +502,8 @@ class Bulk:
         return iter(self.sequence_ids(table, count))
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        if not rows:
-            return
-        names = ", ".join(columns)
-        if self.sqlite:
-            marks = ", ".join("?" * len(columns))
-            self._run(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
-            return
-        self._copy(f"COPY {table} ({names}) FROM STDIN", rows)
+        if rows:
+            insert_rows(self.session.connection(), table, columns, rows)
 
     def update(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """``UPDATE table SET columns… WHERE id = …``: each row is the values, then the id.
@@ -534,7 +529,7 @@ class Bulk:
             f"CREATE TEMP TABLE IF NOT EXISTS {tmp} ON COMMIT DROP AS "
             f"SELECT {names} FROM {table} WITH NO DATA"
         )
-        self._copy(f"COPY {tmp} ({names}) FROM STDIN", unique)
+        self.insert(tmp, (*columns, "id"), unique)
         sets = ", ".join(f"{name} = u.{name}" for name in columns)
         self._execute(
             f"WITH u AS (DELETE FROM {tmp} RETURNING {names}) "
@@ -575,14 +570,6 @@ class Bulk:
         try:
             with contextlib.closing(self.raw.cursor()) as cur:
                 cur.executemany(sql, rows)
-        except self.dbapi.IntegrityError as exc:
-            raise IntegrityError(sql, None, exc) from exc
-
-    def _copy(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        try:
-            with self.raw.cursor() as cur, cur.copy(sql) as copy:
-                for row in rows:
-                    copy.write_row(row)
         except self.dbapi.IntegrityError as exc:
             raise IntegrityError(sql, None, exc) from exc
 

@@ -12,15 +12,15 @@ after every member lock, means it never waits on a lock a waiter of it holds."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import event as sa_event
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
+
+from loyaltyctl.store.rows import insert_rows
 
 EVENT_COLUMNS = ("at", "type", "program_id", "member", "data", "once")
 # First key of PostgreSQL's advisory lock that orders event ids within a program.
@@ -46,13 +46,7 @@ def write_events(session: Session, rows: Sequence[Sequence[Any]]) -> None:
         return
     connection = session.connection()
     if connection.dialect.name == "sqlite":
-        raw: Any = connection.connection.dbapi_connection
-        sql = f"INSERT INTO event ({', '.join(EVENT_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)"
-        try:
-            with contextlib.closing(raw.cursor()) as cur:
-                cur.executemany(sql, rows)
-        except connection.dialect.dbapi.IntegrityError as exc:  # type: ignore[union-attr]
-            raise IntegrityError(sql, None, exc) from exc
+        insert_rows(connection, "event", EVENT_COLUMNS, rows)
         return
     pending: list[Sequence[Any]] | None = session.info.get(_PENDING)
     if pending is None:
@@ -79,14 +73,7 @@ def _write_pending(session: Session) -> None:
         connection.execute(
             text("SELECT pg_advisory_xact_lock(:k, :p)"), {"k": EVENT_LOCK, "p": program_id}
         )
-    raw: Any = connection.connection.dbapi_connection
-    sql = f"COPY event ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
-    try:
-        with raw.cursor() as cur, cur.copy(sql) as copy:
-            for row in rows:
-                copy.write_row(row)
-    except connection.dialect.dbapi.IntegrityError as exc:  # type: ignore[union-attr]
-        raise IntegrityError(sql, None, exc) from exc
+    insert_rows(connection, "event", EVENT_COLUMNS, rows)
 
 
 def existing_once(

@@ -58,7 +58,7 @@ class OpenLot:
     """A lot with points left that a debit of this batch may take from. ``row`` is the
     insert row of a lot made in this batch (its remainder is written on insert).
 
-    ``key`` orders lots as the store reads them (``store.bulk._LOT_ORDER``: oldest-expiring
+    ``key`` orders lots as the store reads them (``store.lookups._LOT_ORDER``: oldest-expiring
     first, no expiry last, then oldest earned, then id), on the values as stored: SQLite's
     ISO text sorts as its dates and times do, PostgreSQL's are dates and times."""
 

@@ -20,7 +20,7 @@ from loyaltyctl.rules.versions import ProgramContext
 from loyaltyctl.services import events
 from loyaltyctl.services.tiering import window_activity
 from loyaltyctl.services.transfers import batch_of_two, earlier_pair
-from loyaltyctl.store.bulk import fetch_lots_with_availability, fetch_taken_lots
+from loyaltyctl.store.lookups import fetch_lots_with_availability, fetch_taken_lots
 
 
 @dataclass

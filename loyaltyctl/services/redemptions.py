@@ -29,12 +29,8 @@ from loyaltyctl.services.rewards import (
     new_voucher_code,
 )
 from loyaltyctl.services.txns import new_ref
-from loyaltyctl.store.bulk import (
-    Bulk,
-    fetch_spendable_lots,
-    fetch_taken_lots,
-    fetch_txns,
-)
+from loyaltyctl.store.bulk import Bulk
+from loyaltyctl.store.lookups import fetch_spendable_lots, fetch_taken_lots, fetch_txns
 from loyaltyctl.store.models import Member, PointsEntry, PointsLot, ProgramRow, Txn, Voucher
 
 

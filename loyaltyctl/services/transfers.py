@@ -17,7 +17,8 @@ from loyaltyctl.ledger.state import MemberState
 from loyaltyctl.rules.versions import ProgramContext
 from loyaltyctl.services.imports.batch import Importer
 from loyaltyctl.services.ledger import pending_points
-from loyaltyctl.store.bulk import Bulk, fetch_spendable_lots, fetch_txns
+from loyaltyctl.store.bulk import Bulk
+from loyaltyctl.store.lookups import fetch_spendable_lots, fetch_txns
 from loyaltyctl.store.models import Txn
 
 

@@ -23,14 +23,8 @@ from loyaltyctl.ledger.state import MemberState
 from loyaltyctl.rules.versions import ProgramContext
 from loyaltyctl.services.imports.reading import Layout, SourceRow
 from loyaltyctl.services.imports.rejects import Rejected, reason_of
-from loyaltyctl.store.bulk import (
-    Bulk,
-    fetch_activity,
-    fetch_members,
-    load_all_lots,
-    write_member_caches,
-    write_postings,
-)
+from loyaltyctl.store.bulk import Bulk, write_member_caches, write_postings
+from loyaltyctl.store.lookups import fetch_activity, fetch_members, load_all_lots
 
 # Member rows kept between batches of a one-transaction import.
 MEMBER_CACHE_LIMIT = 500_000

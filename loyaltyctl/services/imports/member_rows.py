@@ -15,7 +15,7 @@ from loyaltyctl.rules.limits import check_day, check_member, check_moment, check
 from loyaltyctl.rules.timeutil import local_date, parse_day, parse_when
 from loyaltyctl.services.imports.batch import Importer
 from loyaltyctl.services.imports.reading import MEMBER_LAYOUT, SourceRow
-from loyaltyctl.store.bulk import fetch_later_tiers, fetch_txns
+from loyaltyctl.store.lookups import fetch_later_tiers, fetch_txns
 
 _M_MEMBER, _M_NAME, _M_EMAIL, _M_PHONE, _M_BIRTHDAY, _M_AT, _M_OPENING, _M_EXPIRES = range(8)
 _COUNT = re.compile(r"^[0-9]+$")

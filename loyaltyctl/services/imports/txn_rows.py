@@ -29,7 +29,7 @@ from loyaltyctl.rules.timeutil import LocalTimes, local_date, parse_when
 from loyaltyctl.services.context import ProgramContext
 from loyaltyctl.services.imports.batch import Importer
 from loyaltyctl.services.imports.reading import TXN_COLUMNS, TXN_LAYOUT, SourceRow
-from loyaltyctl.store.bulk import (
+from loyaltyctl.store.lookups import (
     add_lots_of_txns,
     fetch_later_tiers,
     fetch_open_lots,

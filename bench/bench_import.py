@@ -579,7 +579,7 @@ def bench_sqlite(members: int, purchases: int, work: Path, runs: int) -> list[Fi
 def _pg_connect(cluster: Any, name: str) -> Any:
     import psycopg
 
-    return psycopg.connect(cluster.url(name).replace("postgresql+psycopg", "postgresql"))
+    return psycopg.connect(cluster.dsn(name))
 
 
 def pg_floor(cluster: Any, source: str, floor: str, since: dict[str, int]) -> tuple[float, int]:

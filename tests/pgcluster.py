@@ -43,9 +43,18 @@ class Cluster:
     def socketdir(self) -> Path:
         return self.root / "sock"
 
+    @property
+    def role(self) -> str:
+        """The database role connections use: the cluster's owner."""
+        return self.user or os.environ.get("USER") or "postgres"
+
     def url(self, dbname: str = "postgres") -> str:
-        role = self.user or os.environ.get("USER") or "postgres"
-        return f"postgresql+psycopg://{role}@/{dbname}?host={self.socketdir}&port={self.port}"
+        """SQLAlchemy's URL of a database of the cluster."""
+        return f"postgresql+psycopg://{self.role}@/{dbname}?host={self.socketdir}&port={self.port}"
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        """The same database's URL for psycopg (libpq) itself."""
+        return self.url(dbname).replace("postgresql+psycopg://", "postgresql://", 1)
 
     def start(self) -> None:
         self.socketdir.mkdir(parents=True, exist_ok=True)

@@ -38,10 +38,9 @@ def _postgresql_ledger(cluster: Any, name: str) -> str:
         conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         conn.execute(text(f"CREATE DATABASE {name}"))
     admin.dispose()
-    url = cluster.url(name)
-    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as con:
+    with psycopg.connect(cluster.dsn(name), autocommit=True) as con:
         con.execute((PREVIOUS / "postgresql" / "ledger.sql").read_text().encode())
-    return url
+    return cluster.url(name)
 
 
 @pytest.fixture

@@ -15,25 +15,21 @@ from sqlmodel import Session
 
 from loyaltyctl.ledger.state import KnownTxn, MemberState, OpenLot
 from loyaltyctl.rules.earning import Totals
-from loyaltyctl.store.eventlog import stored_time
+from loyaltyctl.store.eventlog import is_sqlite, stored_time
 from loyaltyctl.store.models import metadata
-
-
-def _is_sqlite(session: Session) -> bool:
-    return session.connection().dialect.name == "sqlite"
 
 
 def any_of(session: Session, column: str, param: str) -> str:
     """``column`` is one of the values of parameter ``param`` (see ``param_values``): one JSON
     or array parameter however many values, where ``IN (…)`` would bind each."""
-    if _is_sqlite(session):
+    if is_sqlite(session):
         return f"{column} IN (SELECT value FROM json_each(:{param}))"
     return f"{column} = ANY(:{param})"
 
 
 def param_values(session: Session, values: Iterable[Any]) -> Any:
     items = sorted(set(values))
-    return json.dumps(items) if _is_sqlite(session) else items
+    return json.dumps(items) if is_sqlite(session) else items
 
 
 def _typed(sql: str, table: str, *columns: str) -> TextualSelect:
@@ -66,7 +62,7 @@ def fetch_members(
     """The members of ``codes``, locked on PostgreSQL in code order (every writer locks
     a member before reading its lots; a fixed order keeps two writers of several members
     from deadlocking)."""
-    lock = "" if _is_sqlite(session) else " FOR UPDATE"
+    lock = "" if is_sqlite(session) else " FOR UPDATE"
     stmt = _typed(
         f"SELECT {', '.join(_MEMBER_FIELDS)} FROM member "
         f"WHERE program_id = :p AND {any_of(session, 'code', 'codes')} ORDER BY code{lock}",
@@ -122,7 +118,7 @@ def fetch_later_tiers(
         stmt,
         {
             "ids": param_values(session, member_ids),
-            "after": after.isoformat() if _is_sqlite(session) else after,
+            "after": after.isoformat() if is_sqlite(session) else after,
         },
     )
     for member_id, day, before in rows:
@@ -334,7 +330,7 @@ def fetch_activity(session: Session, member_ids: Iterable[int], since: datetime)
         "qual_spend_minor",
         "qual_visits",
     )
-    since_value = stored_time(_is_sqlite(session), since)
+    since_value = stored_time(is_sqlite(session), since)
     return session.connection().execute(
         stmt, {"ids": param_values(session, member_ids), "since": since_value}
     )
